@@ -1,0 +1,1 @@
+"""egresswatch: pipeline/probe."""

@@ -32,6 +32,7 @@ __all__ = [
     "BreakerState",
     "ErrorClass",
     "InvalidEvent",
+    "Method",
     "Outcome",
     "ProbeEvent",
     "SchemaError",

@@ -1,0 +1,331 @@
+"""The probe: httpx transports that observe every outbound request, async and sync.
+
+One line in a service::
+
+    client = httpx.AsyncClient(transport=ProbeTransport(ProbeConfig(service="checkout"), sink))
+
+Each request runs an attempt loop: ask the upstream's circuit breaker, send through the
+inner transport (``httpx.AsyncHTTPTransport`` by default), classify the result, and end the
+attempt with exactly one :class:`~pipeline.schema.ProbeEvent` when its body is fully read or
+closed (or when it fails, is cancelled, or is dropped unclosed and garbage-collected). A
+failed attempt is retried when the retry policy, the request's replayability and the retry
+budget all allow it; every attempt has its own event, ``attempt`` 1, 2, ... under one
+``logical_request_id``.
+
+Contract with the caller (invariant I5): the probe never raises into the caller except for
+what it is configured to do (:class:`CircuitOpenError` when the breaker is open,
+:class:`DeadlineExceeded` past ``Timeouts.total``); the inner transport's exceptions reach
+the caller unchanged; a failure inside the probe is counted in ``stats().internal_errors``
+and the call goes on.
+
+The async transport uses asyncio (``asyncio.timeout_at``, ``asyncio.sleep``); trio is not
+supported. ``pool_wait_ms``: measured through httpcore's ``trace`` extension when
+``phase_timings`` is on; otherwise 0.0 when the pool had a free slot at the start of the
+attempt (the in-flight count of this transport was within the pool limit, so httpcore could
+not make it wait), and ``None`` when it did not or when the limit is unknown (an inner
+transport given by the caller without ``limits``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import httpx
+
+from pipeline.probe._attempt import _Attempt, _Logical
+from pipeline.probe._core import _Core
+from pipeline.probe._errors import CircuitOpenError, DeadlineExceeded, classify_exception
+from pipeline.probe._streams import _AsyncProbeStream, _SyncProbeStream
+from pipeline.probe.breaker import BreakerSnapshot
+from pipeline.probe.config import ProbeConfig
+from pipeline.probe.retry import RetryBudgetSnapshot
+from pipeline.probe.sink import EventSink
+
+__all__ = ["DEFAULT_LIMITS", "ProbeStats", "ProbeTransport", "SyncProbeTransport"]
+
+DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+
+
+@dataclass(frozen=True)
+class ProbeStats:
+    """A point-in-time view of one probe transport (feeds ``/v1/resilience/state``)."""
+
+    service: str
+    in_flight: dict[str, int]
+    """Attempts started and not yet ended, per upstream ``host:port``."""
+    in_flight_total: int
+    pool_limit: int | None
+    """``max_connections`` of the inner pool, when known."""
+    breakers: tuple[BreakerSnapshot, ...]
+    retry_budget: RetryBudgetSnapshot | None
+    events_emitted: int
+    internal_errors: int
+    route_overflows: int
+    budget_refusals: int
+    retries: int
+    short_circuits: int
+    orphaned_responses: int
+    """Responses dropped without being closed; their events were emitted on collection."""
+
+
+class _Base:
+    _core: _Core
+
+    def stats(self) -> ProbeStats:
+        core = self._core
+        core.drain_orphans()
+        breakers = tuple(core.breakers.snapshots()) if core.breakers is not None else ()
+        budget = core.budget.snapshot() if core.budget is not None else None
+        with core.lock:
+            return ProbeStats(
+                service=core.service,
+                in_flight=dict(core.in_flight),
+                in_flight_total=core.in_flight_total,
+                pool_limit=core.pool_limit,
+                breakers=breakers,
+                retry_budget=budget,
+                events_emitted=core.events_emitted,
+                internal_errors=core.internal_errors,
+                route_overflows=core.routes.overflows,
+                budget_refusals=core.budget_refusals,
+                retries=core.retries,
+                short_circuits=core.short_circuits,
+                orphaned_responses=core.orphaned,
+            )
+
+    def _begin(self, request: httpx.Request) -> _Logical | None:
+        core = self._core
+        if core.orphans:
+            core.drain_orphans()
+        try:
+            return core.begin(request)
+        except Exception as exc:  # noqa: BLE001 - I5: send unobserved rather than fail
+            core.internal_error(exc, request)
+            return None
+
+
+def _pool_limit(limits: httpx.Limits | None) -> int | None:
+    return limits.max_connections if limits is not None else None
+
+
+class ProbeTransport(_Base, httpx.AsyncBaseTransport):
+    """Async probe transport. ``transport`` defaults to ``httpx.AsyncHTTPTransport(limits)``."""
+
+    def __init__(
+        self,
+        config: ProbeConfig,
+        sink: EventSink,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        limits: httpx.Limits | None = None,
+    ) -> None:
+        if transport is None:
+            limits = limits or DEFAULT_LIMITS
+            transport = httpx.AsyncHTTPTransport(limits=limits)
+        self._inner = transport
+        self._core = _Core(config, sink, pool_limit=_pool_limit(limits))
+
+    @classmethod
+    def client(cls, service: str, sink: EventSink, **client_kwargs: object) -> httpx.AsyncClient:
+        """``httpx.AsyncClient`` with a probe of default config for ``service``."""
+        return httpx.AsyncClient(
+            transport=cls(ProbeConfig(service=service), sink),
+            **client_kwargs,  # type: ignore[arg-type]
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        logical = self._begin(request)
+        if logical is None:
+            return await self._inner.handle_async_request(request)
+        core = self._core
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            attempt += 1
+            breaker = logical.breaker
+            if breaker is not None and not breaker.try_acquire():
+                core.emit_breaker_open(logical, attempt, breaker)
+                delay = core.retry_delay(logical, attempt, "breaker_open", "breaker_open")
+                if delay is None:
+                    raise CircuitOpenError(logical.upstream, request=request)
+                await asyncio.sleep(delay)
+                continue
+            att = _Attempt(core, logical, attempt, breaker, loop)
+            total = core.total_s
+            deadline = None if total is None else loop.time() + total
+            failure: BaseException | None = None
+            try:
+                if deadline is None:
+                    response = await self._inner.handle_async_request(request)
+                else:
+                    async with asyncio.timeout_at(deadline):
+                        response = await self._inner.handle_async_request(request)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the event
+                failure = exc
+            if failure is not None:
+                error = failure
+                if total is not None and type(failure) is TimeoutError:  # our deadline
+                    error = DeadlineExceeded(total, request=request)
+                    error.__cause__ = failure
+                outcome, error_class = classify_exception(error)
+                att.finish(outcome, error_class)
+                delay = None
+                if outcome != "cancelled":
+                    delay = core.retry_delay(logical, attempt, outcome, error_class)
+                if delay is None:
+                    raise error
+                failure = None
+                del error
+                await asyncio.sleep(delay)
+                continue
+            try:
+                att.got_response(response)
+                response.stream = _AsyncProbeStream(response.stream, att, deadline)  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - I5
+                core.internal_error(exc, request)
+                att.finish_status(body_complete=False)
+                return response
+            status = response.status_code
+            if core.retry is not None and status in core.retry.retry_on_status:
+                delay = core.retry_delay(
+                    logical, attempt, "http_error", None, status, response.headers
+                )
+                if delay is not None:
+                    await response.aclose()
+                    await asyncio.sleep(delay)
+                    continue
+            return response
+
+    async def aclose(self) -> None:
+        self._core.drain_orphans()
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self._core.drain_orphans()
+        await self._inner.__aexit__(exc_type, exc_value, traceback)
+
+
+class SyncProbeTransport(_Base, httpx.BaseTransport):
+    """Sync probe transport. ``transport`` defaults to ``httpx.HTTPTransport(limits)``.
+
+    The total deadline is enforced without threads: every httpx timeout of the attempt is
+    capped at ``Timeouts.total``, the deadline is checked when the headers arrive and after
+    each body chunk, and a httpx timeout raised past the deadline is recorded as
+    ``total_timeout`` (the caller still gets httpx's exception). So an attempt may overrun
+    the deadline by at most one socket wait, itself capped at ``total``.
+    """
+
+    def __init__(
+        self,
+        config: ProbeConfig,
+        sink: EventSink,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        limits: httpx.Limits | None = None,
+    ) -> None:
+        if transport is None:
+            limits = limits or DEFAULT_LIMITS
+            transport = httpx.HTTPTransport(limits=limits)
+        self._inner = transport
+        self._core = _Core(config, sink, pool_limit=_pool_limit(limits))
+
+    @classmethod
+    def client(cls, service: str, sink: EventSink, **client_kwargs: object) -> httpx.Client:
+        """``httpx.Client`` with a probe of default config for ``service``."""
+        return httpx.Client(
+            transport=cls(ProbeConfig(service=service), sink),
+            **client_kwargs,  # type: ignore[arg-type]
+        )
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        logical = self._begin(request)
+        if logical is None:
+            return self._inner.handle_request(request)
+        core = self._core
+        attempt = 0
+        while True:
+            attempt += 1
+            breaker = logical.breaker
+            if breaker is not None and not breaker.try_acquire():
+                core.emit_breaker_open(logical, attempt, breaker)
+                delay = core.retry_delay(logical, attempt, "breaker_open", "breaker_open")
+                if delay is None:
+                    raise CircuitOpenError(logical.upstream, request=request)
+                time.sleep(delay)
+                continue
+            att = _Attempt(core, logical, attempt, breaker, None)
+            total = core.total_s
+            deadline = None if total is None else att.t0 + total
+            failure: BaseException | None = None
+            try:
+                response = self._inner.handle_request(request)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the event
+                failure = exc
+            if failure is not None:
+                outcome, error_class = classify_exception(failure)
+                if (
+                    deadline is not None
+                    and outcome == "timeout"
+                    and time.perf_counter() >= deadline
+                ):
+                    error_class = "total_timeout"
+                att.finish(outcome, error_class)
+                delay = None
+                if outcome != "cancelled":
+                    delay = core.retry_delay(logical, attempt, outcome, error_class)
+                if delay is None:
+                    raise failure
+                failure = None
+                time.sleep(delay)
+                continue
+            try:
+                att.got_response(response)
+                response.stream = _SyncProbeStream(response.stream, att, deadline)  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - I5
+                core.internal_error(exc, request)
+                att.finish_status(body_complete=False)
+                return response
+            if deadline is not None and att.t_headers > deadline:
+                att.finish("timeout", "total_timeout", body_complete=False)
+                response.close()
+                raise DeadlineExceeded(total or 0.0, request=request)
+            status = response.status_code
+            if core.retry is not None and status in core.retry.retry_on_status:
+                delay = core.retry_delay(
+                    logical, attempt, "http_error", None, status, response.headers
+                )
+                if delay is not None:
+                    response.close()
+                    time.sleep(delay)
+                    continue
+            return response
+
+    def close(self) -> None:
+        self._core.drain_orphans()
+        self._inner.close()
+
+    def __enter__(self) -> Self:
+        self._inner.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self._core.drain_orphans()
+        self._inner.__exit__(exc_type, exc_value, traceback)

@@ -122,6 +122,23 @@ class _Core:
             self._upstreams[key] = upstream
         return upstream
 
+    def may_retry_status(self, logical: _Logical, attempt: int, status: int) -> bool:
+        """Cheap pre-check: could a response with this status be retried at all?"""
+        config = self.retry
+        return (
+            config is not None
+            and status in config.retry_on_status
+            and attempt < config.max_attempts
+            and logical.replayable
+            and is_retryable(
+                method=logical.method,
+                outcome="http_error",
+                error_class=None,
+                status_code=status,
+                config=config,
+            )
+        )
+
     def retry_delay(
         self,
         logical: _Logical,
@@ -146,6 +163,9 @@ class _Core:
                 return None
             if not logical.replayable and error_class not in NOTHING_SENT_ERROR_CLASSES:
                 return None
+            breaker = logical.breaker
+            if breaker is not None and breaker.state == "open":
+                return None  # this failure opened it: a retry would only be short-circuited
             delay: float | None = backoff_delay(attempt, config)
             retry_after = headers.get("retry-after") if headers is not None else None
             if retry_after and delay is not None:

@@ -38,7 +38,12 @@ import httpx
 
 from pipeline.probe._attempt import _Attempt, _Logical
 from pipeline.probe._core import _Core
-from pipeline.probe._errors import CircuitOpenError, DeadlineExceeded, classify_exception
+from pipeline.probe._errors import (
+    CircuitOpenError,
+    DeadlineExceeded,
+    classify_exception,
+    classify_status,
+)
 from pipeline.probe._streams import _AsyncProbeStream, _SyncProbeStream
 from pipeline.probe.breaker import BreakerSnapshot
 from pipeline.probe.config import ProbeConfig
@@ -183,19 +188,27 @@ class ProbeTransport(_Base, httpx.AsyncBaseTransport):
                 await asyncio.sleep(delay)
                 continue
             try:
-                att.got_response(response)
-                response.stream = _AsyncProbeStream(response.stream, att, deadline)  # type: ignore[arg-type]
+                if not att.got_response(response):
+                    response.stream = _AsyncProbeStream(response.stream, att, deadline)  # type: ignore[arg-type]
             except Exception as exc:  # noqa: BLE001 - I5
                 core.internal_error(exc, request)
                 att.finish_status(body_complete=False)
                 return response
             status = response.status_code
-            if core.retry is not None and status in core.retry.retry_on_status:
+            if core.may_retry_status(logical, attempt, status):
+                # Read the failed body first: that ends the attempt (its event, the breaker
+                # told) before we decide, keeps the connection reusable, and leaves a
+                # response we can still hand back if no retry is granted.
+                await response.aread()
                 delay = core.retry_delay(
-                    logical, attempt, "http_error", None, status, response.headers
+                    logical,
+                    attempt,
+                    "http_error",
+                    classify_status(status)[1],
+                    status,
+                    response.headers,
                 )
                 if delay is not None:
-                    await response.aclose()
                     await asyncio.sleep(delay)
                     continue
             return response
@@ -292,8 +305,8 @@ class SyncProbeTransport(_Base, httpx.BaseTransport):
                 time.sleep(delay)
                 continue
             try:
-                att.got_response(response)
-                response.stream = _SyncProbeStream(response.stream, att, deadline)  # type: ignore[arg-type]
+                if not att.got_response(response):
+                    response.stream = _SyncProbeStream(response.stream, att, deadline)  # type: ignore[arg-type]
             except Exception as exc:  # noqa: BLE001 - I5
                 core.internal_error(exc, request)
                 att.finish_status(body_complete=False)
@@ -303,12 +316,17 @@ class SyncProbeTransport(_Base, httpx.BaseTransport):
                 response.close()
                 raise DeadlineExceeded(total or 0.0, request=request)
             status = response.status_code
-            if core.retry is not None and status in core.retry.retry_on_status:
+            if core.may_retry_status(logical, attempt, status):
+                response.read()  # ends the attempt first; see ProbeTransport
                 delay = core.retry_delay(
-                    logical, attempt, "http_error", None, status, response.headers
+                    logical,
+                    attempt,
+                    "http_error",
+                    classify_status(status)[1],
+                    status,
+                    response.headers,
                 )
                 if delay is not None:
-                    response.close()
                     time.sleep(delay)
                     continue
             return response

@@ -1,1 +1,1 @@
-"""egresswatch: api."""
+"""egresswatch HTTP API: REST, Prometheus scrape, WebSocket and dashboard."""

@@ -10,11 +10,20 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from typing import Protocol
 
 from pipeline.logs import log_fields
 from pipeline.schema import InvalidEvent, ProbeEvent, decode_event
 
-__all__ = ["EventValidator"]
+__all__ = ["EventValidator", "Rejection"]
+
+
+class Rejection(Protocol):
+    """Anything rejected with a stable reason code: ``InvalidEvent``, ``InvalidEnvelope``."""
+
+    reason: str
+    detail: str
+
 
 _log = logging.getLogger("egresswatch.validation")
 _MAX_DETAIL = 300  # a huge invalid field must not make a huge log line
@@ -39,7 +48,7 @@ class EventValidator:
         self.accepted += 1
         return event
 
-    def reject(self, exc: InvalidEvent, **context: object) -> None:
+    def reject(self, exc: Rejection, **context: object) -> None:
         """Count and log one rejection. ``context`` adds fields such as topic and offset."""
         reason = _bounded_reason(exc.reason)
         with self._lock:

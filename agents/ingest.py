@@ -1,0 +1,152 @@
+"""Ingest: one batch record in -> dead letters out, window cells updated, metrics fed.
+
+:class:`IngestProcessor` is plain synchronous code (no Faust, no Kafka) so that it can be
+tested and benchmarked on its own; :func:`agents.register` wraps it in a Faust agent.
+
+Per record: decode the envelope (an undecodable record is one dead letter, whole); validate
+each event alone (an invalid one is a dead letter with its index; its valid neighbours go
+on); put each valid event in its 10 s cell by event time. An event older than the
+retention horizon cannot be aggregated any more (its cell is gone): it is counted as late
+and dead-lettered with reason ``late_beyond_retention``, never dropped silently. An event
+late by less than that is aggregated into its (older) cell and counted as late.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agents.deadletter import encode_dead_letter
+from pipeline.envelope import InvalidEnvelope, decode_batch
+from pipeline.schema import ProbeEvent, encode_event, table_key
+from pipeline.validation import EventValidator
+from tables.aggregate import WindowAggregate
+from tables.metrics import EgressMetrics
+from tables.windows import RETENTION_S, Watermark, bucket_start, is_expired, is_late
+
+__all__ = ["IngestProcessor", "IngestResult", "cell_key", "split_cell_key"]
+
+
+def cell_key(key: str, bucket: int) -> str:
+    """Table key of one window cell. ``@`` is the last one: a route may contain ``@``."""
+    return f"{key}@{bucket}"
+
+
+def split_cell_key(cell: str) -> tuple[str, int]:
+    key, _, bucket = cell.rpartition("@")
+    return key, int(bucket)
+
+
+@dataclass
+class IngestResult:
+    """What one record produced: cells to merge into the table, dead letters to send."""
+
+    cells: dict[tuple[str, int], WindowAggregate] = field(default_factory=dict)
+    dead_letters: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, value)
+    valid: int = 0
+    late: int = 0
+    events: list[ProbeEvent] = field(default_factory=list)
+
+
+class IngestProcessor:
+    """Decode, validate and aggregate batch records; holds per-partition watermarks."""
+
+    def __init__(
+        self,
+        *,
+        metrics: EgressMetrics,
+        validator: EventValidator | None = None,
+        watermark: Watermark | None = None,
+        retention_s: int = RETENTION_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.metrics = metrics
+        self.validator = validator or EventValidator("ingest")
+        self.watermark = watermark or Watermark()
+        self._retention_s = retention_s
+        self._clock = clock
+        self.records = 0
+        self.dead_letters = 0
+
+    def process(self, value: bytes, *, topic: str, partition: int, offset: int) -> IngestResult:
+        self.records += 1
+        result = IngestResult()
+        try:
+            batch = decode_batch(value)
+        except InvalidEnvelope as exc:
+            self._dead_letter(result, exc.reason, exc.detail, value, topic, partition, offset, -1)
+            self.validator.reject(exc, topic=topic, partition=partition, offset=offset, index=-1)
+            return result
+        for index, original, error in batch.invalid:
+            self.validator.reject(
+                error, topic=topic, partition=partition, offset=offset, index=index
+            )
+            self._dead_letter(
+                result, error.reason, error.detail, original, topic, partition, offset, index
+            )
+        watermark = self.watermark
+        for event in batch.valid:
+            watermark.observe(partition, event.started_at)
+        stream_time = watermark.stream_time()
+        partition_mark = watermark.partition_time(partition)
+        cells = result.cells
+        for index, event in enumerate(batch.valid):
+            bucket = bucket_start(event.started_at)
+            if stream_time is not None and is_expired(bucket, stream_time, self._retention_s):
+                self.metrics.inc_late(event.service)
+                self._dead_letter(
+                    result,
+                    "late_beyond_retention",
+                    f"started_at {event.started_at} is older than the {self._retention_s} s "
+                    f"retention behind stream time {stream_time}",
+                    encode_event(event),
+                    topic,
+                    partition,
+                    offset,
+                    index,
+                )
+                result.late += 1
+                continue
+            late = partition_mark is not None and is_late(event.started_at, partition_mark)
+            if late:
+                result.late += 1
+                self.metrics.inc_late(event.service)
+            key = table_key(event)
+            cell = cells.get((key, bucket))
+            if cell is None:
+                cell = cells[(key, bucket)] = WindowAggregate(key, bucket)
+            cell.add(event, late=late)
+            result.events.append(event)
+        result.valid = len(result.events)
+        self.metrics.observe_many(result.events)
+        return result
+
+    def _dead_letter(
+        self,
+        result: IngestResult,
+        reason: str,
+        detail: str,
+        original: bytes,
+        topic: str,
+        partition: int,
+        offset: int,
+        index: int,
+    ) -> None:
+        self.dead_letters += 1
+        self.metrics.inc_dead_letter(reason)
+        result.dead_letters.append(
+            (
+                reason.encode(),
+                encode_dead_letter(
+                    reason=reason,
+                    detail=detail,
+                    original=original,
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    index=index,
+                    rejected_at=self._clock(),
+                ),
+            )
+        )

@@ -1,0 +1,138 @@
+"""Wire the streams of the Faust app to the tables: the ingest agent and the worker's tick.
+
+The agents hold no state of their own; everything they touch lives in :class:`Runtime`,
+built once per worker from the settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.follower import ChangelogFollower
+from agents.housekeeping import Housekeeper
+from agents.ingest import IngestProcessor, cell_key, split_cell_key
+from pipeline.app import EgressApp
+from pipeline.logs import log_fields
+from pipeline.validation import EventValidator
+from tables.aggregate import WindowAggregate
+from tables.alerting import AlertEngine, encode_alert
+from tables.metrics import EgressMetrics
+from tables.query import SummaryView
+from tables.slo_rules import DEFAULT_RULES_FILE, load_rules
+from tables.windows import Watermark
+
+__all__ = ["Runtime", "build_runtime", "register"]
+
+_log = logging.getLogger("egresswatch.agents")
+
+
+@dataclass
+class Runtime:
+    """Everything a worker's agents share (one per worker process)."""
+
+    ctx: EgressApp
+    metrics: EgressMetrics
+    processor: IngestProcessor
+    view: SummaryView
+    follower: ChangelogFollower
+    housekeeper: Housekeeper
+    engine: AlertEngine
+    started_at: float = field(default_factory=time.time)
+    alerts_sent: int = 0
+    tombstones_sent: int = 0
+
+    def owned_partitions(self) -> set[int]:
+        """Probe-topic partitions actively assigned to this worker right now."""
+        topic = self.ctx.settings.probe_topic
+        assignor = self.ctx.app.assignor
+        return {tp.partition for tp in assignor.assigned_actives() if tp.topic == topic}
+
+
+def build_runtime(ctx: EgressApp, *, metrics: EgressMetrics | None = None) -> Runtime:
+    settings = ctx.settings
+    metrics = metrics or EgressMetrics()
+    watermark = Watermark()
+    processor = IngestProcessor(
+        metrics=metrics, validator=EventValidator("ingest"), watermark=watermark
+    )
+    view = SummaryView()
+    follower = ChangelogFollower(
+        bootstrap=settings.kafka_bootstrap,
+        topic=ctx.cells_changelog_topic,
+        view=view,
+        split_key=split_cell_key,
+    )
+    engine = AlertEngine(load_rules(settings.slo_rules_path or DEFAULT_RULES_FILE))
+    housekeeper = Housekeeper(
+        view=view,
+        follower=follower,
+        watermark=watermark,
+        engine=engine,
+        num_partitions=settings.probe_partitions,
+    )
+    return Runtime(ctx, metrics, processor, view, follower, housekeeper, engine)
+
+
+def register(runtime: Runtime) -> None:
+    """Attach the ingest agent, the follower and the tick timer to the Faust app."""
+    ctx = runtime.ctx
+    app = ctx.app
+    cells = ctx.cells
+    processor = runtime.processor
+
+    @app.agent(ctx.probe_topic, name="egresswatch.ingest")
+    async def ingest(stream: Any) -> AsyncIterator[None]:
+        async for event in stream.events():
+            message = event.message
+            result = processor.process(
+                message.value,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+            )
+            for (key, bucket), fresh in result.cells.items():
+                name = cell_key(key, bucket)
+                current: WindowAggregate | None = cells.get(name)
+                if current is None:
+                    cells[name] = fresh
+                else:
+                    current.merge(fresh)
+                    # One changelog write per cell per record, with the whole merged value.
+                    cells[name] = current
+            for reason, letter in result.dead_letters:
+                await ctx.dead_letter_topic.send(key=reason, value=letter)
+            yield None
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def start_follower() -> None:
+        runtime.follower.start()
+
+    @app.timer(ctx.settings.tick_interval_s)  # type: ignore[untyped-decorator]
+    async def tick() -> None:
+        await _tick(runtime)
+
+
+async def _tick(runtime: Runtime) -> None:
+    ctx = runtime.ctx
+    cells = ctx.cells
+    owned = runtime.owned_partitions()
+    housekeeper = runtime.housekeeper
+    doomed = housekeeper.expired_local_cells(list(cells.data.keys()), owned)
+    for name, partition in doomed:
+        # Outside stream iteration Faust cannot pick the changelog partition itself
+        # ("Cannot modify table key from outside of stream iteration"): name it.
+        cells.data.pop(name, None)
+        cells.send_changelog(partition, name, None)
+        runtime.tombstones_sent += 1
+    housekeeper.expire_view()
+    if not runtime.follower.caught_up.is_set():
+        return  # alerts on a half-read view would fire and resolve spuriously
+    for record in housekeeper.evaluate_alerts(owned):
+        await ctx.alerts_topic.send(key=record.alert_id.encode(), value=encode_alert(record))
+        runtime.alerts_sent += 1
+    if doomed:
+        _log.debug("expired cells", extra=log_fields(event="cells_expired", count=len(doomed)))

@@ -1,0 +1,82 @@
+"""The worker's entry point: topics, Faust app, agents and the HTTP app on one event loop.
+
+This is the only module that imports ``api`` (the house rule: data flows probe -> Kafka ->
+agents -> tables/sinks -> api, and only the entry point sees all of them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import faust
+import uvicorn
+from mode import Service
+
+from pipeline.app import EgressApp, create_app, topic_specs
+from pipeline.settings import WorkerSettings
+from pipeline.topics import ensure_topics
+
+__all__ = ["HttpService", "build_worker", "run_worker"]
+
+_log = logging.getLogger("egresswatch.worker")
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the Faust worker owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class HttpService(Service):
+    """Serves an ASGI app with uvicorn on the worker's own event loop."""
+
+    def __init__(self, asgi_app: Any, *, host: str, port: int, **kwargs: Any) -> None:
+        self._config = uvicorn.Config(
+            asgi_app, host=host, port=port, log_config=None, access_log=False, lifespan="on"
+        )
+        self._server = _EmbeddedServer(self._config)
+        self._serving: asyncio.Task[None] | None = None
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        self._serving = asyncio.ensure_future(self._server.serve())
+        while not self._server.started:
+            if self._serving.done():
+                self._serving.result()  # raises the bind error, if any
+            await asyncio.sleep(0.05)
+        _log.info("http listening on %s:%s", self._config.host, self._config.port)
+
+    async def on_stop(self) -> None:
+        self._server.should_exit = True
+        if self._serving is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._serving
+
+
+def build_worker(settings: WorkerSettings) -> tuple[EgressApp, faust.Worker]:
+    """Topics must exist first (see :func:`run_worker`); returns the app and its worker."""
+    from agents.wiring import build_runtime, register
+    from api.app import create_api
+
+    ctx = create_app(settings)
+    runtime = build_runtime(ctx)
+    register(runtime)
+    http = HttpService(
+        create_api(settings, runtime=runtime), host=settings.http_host, port=settings.http_port
+    )
+    worker = faust.Worker(ctx.app, http, loglevel="warning", quiet=True)
+    return ctx, worker
+
+
+def run_worker(settings: WorkerSettings) -> None:
+    """Create the topics, then run the worker until SIGINT/SIGTERM."""
+    asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_specs(settings)))
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    _, worker = build_worker(settings)
+    worker.execute_from_commandline()

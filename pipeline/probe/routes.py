@@ -13,13 +13,13 @@ Order of resolution for one path:
    =====================================  ============  ==========================
    segment                                 becomes       example
    =====================================  ============  ==========================
-   UUID (8-4-4-4-12 hex)                   ``{uuid}``    ``3f2a…-…``
    digits only                             ``{id}``      ``42``
+   UUID (8-4-4-4-12 hex)                   ``{uuid}``    ``3f2a…-…``
    e-mail (``@`` or ``%40``)               ``{email}``   ``bob%40example.com``
+   longer than 64 characters               ``{token}``
    hex, 16 chars or more                   ``{hash}``    ``9f86d081884c7d65``
-   token: 20+ of ``[A-Za-z0-9_.~+=-]``     ``{token}``   ``eyJhbGciOiJIUzI1NiJ9``
-   with a digit and a letter, or any
-   segment longer than 64 characters
+   20+ of ``[A-Za-z0-9_.~+=-]`` with a     ``{token}``   ``eyJhbGciOiJIUzI1NiJ9``
+   digit and a letter
    a digit run standing alone inside a     ``…{id}…``    ``order-17`` ->
    segment, or any run of 4+ digits                      ``order-{id}``
    =====================================  ============  ==========================
@@ -57,7 +57,7 @@ _LONG_SUFFIX: Final = "/{long}"
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _DIGITS = re.compile(r"[0-9]+")
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_EMAIL = re.compile(r"[^/@?#\s]+(?:@|%40)[A-Za-z0-9.-]+\.[A-Za-z][A-Za-z0-9-]*[A-Za-z0-9]")
 _HEX = re.compile(r"[0-9a-fA-F]{16,}")
 _TOKEN = re.compile(r"(?=[^/]*[0-9])(?=[^/]*[A-Za-z])[A-Za-z0-9_.~+=-]{20,}")
 _DIGIT_RUN = re.compile(r"(?<![A-Za-z0-9])[0-9]+(?![A-Za-z0-9])|[0-9]{4,}")
@@ -67,14 +67,14 @@ _TEMPLATE_PARAM = re.compile(r"\{[^{}/]+\}")
 def _normalize_segment(segment: str) -> str:
     if not segment:
         return segment
-    if len(segment) > _MAX_SEGMENT:
-        return "{token}"
     if _DIGITS.fullmatch(segment):
         return "{id}"
     if _UUID.fullmatch(segment):
         return "{uuid}"
     if _EMAIL.fullmatch(segment):
         return "{email}"
+    if len(segment) > _MAX_SEGMENT:
+        return "{token}"
     if _HEX.fullmatch(segment):
         return "{hash}"
     if _TOKEN.fullmatch(segment):

@@ -21,6 +21,7 @@ from pipeline.probe import (
     Timeouts,
 )
 from pipeline.schema import decode_event, encode_event
+from tests.pipeline.probe.conftest import Upstream
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -28,7 +29,7 @@ FAST_RETRY = RetryConfig(max_attempts=3, backoff_base_s=0.01, backoff_max_s=0.02
 _keys = count()
 
 
-def flaky(upstream, fail: int) -> str:
+def flaky(upstream: Upstream, fail: int) -> str:
     return upstream.url(f"/flaky/k{next(_keys)}?fail={fail}")
 
 

@@ -53,7 +53,11 @@ def test_http_errors(upstream, code, error_class) -> None:
     with httpx.Client(transport=probe(sink), base_url=upstream.base) as client:
         assert client.get(f"/status/{code}").status_code == code
     event = only_event(sink)
-    assert (event.outcome, event.error_class, event.status_code) == ("http_error", error_class, code)
+    assert (event.outcome, event.error_class, event.status_code) == (
+        "http_error",
+        error_class,
+        code,
+    )
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,7 @@ BIN_LIMIT: Final = 2048
 SKETCH_FORMAT: Final = 1  # version of to_data(); bumps if accuracy, mapping or limit change
 
 _INF: Final = math.inf
+_MAPPING: Final = LogCollapsingLowestDenseDDSketch(RELATIVE_ACCURACY, BIN_LIMIT)._mapping
 _FIELD: Final = 64  # bits per bin in the packed form (see merge_all)
 assert array("Q").itemsize * 8 == _FIELD
 
@@ -61,6 +62,7 @@ class LatencySketch:
 
     def __init__(self) -> None:
         self._dd = LogCollapsingLowestDenseDDSketch(RELATIVE_ACCURACY, BIN_LIMIT)
+        self._dd._mapping = _MAPPING  # one immutable mapping shared by all: ~0.4 KB less each
         self._store = cast(CollapsingLowestDenseStore, self._dd._store)
         self._add = self._dd.add
         # (sketch, count, packed bins) -- valid while the ddsketch and its count are the same
@@ -166,7 +168,9 @@ class LatencySketch:
     def _from_data(cls, data: dict[str, Any]) -> LatencySketch:
         if data["v"] != SKETCH_FORMAT:
             raise ValueError(f"unsupported sketch format {data['v']!r}")
-        bins = [float(int(c)) for c in data["bins"]]
+        # Python ints, not floats: small ints are shared objects, so a restored cell costs
+        # 8 bytes per bin instead of 32 (ddsketch's arithmetic works on either).
+        bins = [_as_count(c) for c in data["bins"]]
         zero = int(data["zero"])
         n = int(data["n"])
         if len(bins) > BIN_LIMIT or any(c < 0 for c in bins) or zero < 0:
@@ -177,7 +181,7 @@ class LatencySketch:
         dd, store = sketch._dd, sketch._store
         if bins:
             offset = int(data["off"])
-            store.bins = bins
+            store.bins = cast(list[float], bins)
             store.offset = offset
             store.min_key = offset
             store.max_key = offset + len(bins) - 1
@@ -230,6 +234,12 @@ class LatencySketch:
 
     def __repr__(self) -> str:
         return f"LatencySketch(count={self.count}, bins={self.bin_count()})"
+
+
+def _as_count(value: Any) -> int:
+    if type(value) is not int:
+        raise ValueError(f"a bin count must be an int, got {value!r}")
+    return value
 
 
 def quantiles_of(sketches: Sequence[LatencySketch], qs: Sequence[float]) -> list[float | None]:

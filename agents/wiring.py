@@ -45,6 +45,19 @@ class Runtime:
     alerts_sent: int = 0
     tombstones_sent: int = 0
 
+    def stats(self) -> dict[str, int]:
+        """Pipeline figures for health and tests: what this worker holds and has done."""
+        return {
+            "records": self.processor.records,
+            "dead_letters": self.processor.dead_letters,
+            "cells_local": len(self.ctx.cells.data),
+            "cells_view": len(self.view),
+            "changelog_records": self.follower.records,
+            "tombstones_sent": self.tombstones_sent,
+            "alerts_sent": self.alerts_sent,
+            "owned_partitions": len(self.owned_partitions()),
+        }
+
     def owned_partitions(self) -> set[int]:
         """Probe-topic partitions actively assigned to this worker right now."""
         topic = self.ctx.settings.probe_topic

@@ -78,9 +78,12 @@ def create_api(settings: WorkerSettings, *, runtime: Any) -> Starlette:
         reasons = []
         if not runtime.follower.caught_up.is_set():
             reasons.append("window view not recovered from the changelog yet")
+        pipeline = runtime.stats()
         if reasons:
-            return JSONResponse({"status": "not_ready", "reasons": reasons}, status_code=503)
-        return JSONResponse({"status": "ready"})
+            return JSONResponse(
+                {"status": "not_ready", "reasons": reasons, "pipeline": pipeline}, status_code=503
+            )
+        return JSONResponse({"status": "ready", "pipeline": pipeline})
 
     routes = [
         Route("/metrics", metrics),

@@ -23,7 +23,7 @@ import faust
 from pipeline.settings import WorkerSettings
 from pipeline.topics import TopicSpec
 
-__all__ = ["CELLS_TABLE", "EgressApp", "create_app", "topic_specs"]
+__all__ = ["CELLS_TABLE", "EgressApp", "changelog_topic", "create_app", "topic_specs"]
 
 CELLS_TABLE = "window-cells"
 
@@ -41,7 +41,7 @@ class EgressApp:
 
     @property
     def cells_changelog_topic(self) -> str:
-        return f"{self.settings.app_id}-{CELLS_TABLE}-changelog"
+        return changelog_topic(self.settings)
 
 
 def topic_specs(settings: WorkerSettings) -> list[TopicSpec]:
@@ -56,7 +56,20 @@ def topic_specs(settings: WorkerSettings) -> list[TopicSpec]:
         ),
         TopicSpec(name=settings.dead_letter_topic, partitions=1, retention_ms=7 * day_ms),
         TopicSpec(name=settings.alerts_topic, partitions=1, retention_ms=7 * day_ms),
+        # Created here rather than by Faust: workers starting together otherwise race on
+        # its metadata and one crashes with "changelog topic has 0 partitions".
+        TopicSpec(
+            name=changelog_topic(settings),
+            partitions=settings.probe_partitions,
+            retention_ms=-1,
+            config={"cleanup.policy": "compact"},
+        ),
     ]
+
+
+def changelog_topic(settings: WorkerSettings) -> str:
+    """Faust's name for the cells table's changelog."""
+    return f"{settings.app_id}-{CELLS_TABLE}-changelog"
 
 
 def create_app(settings: WorkerSettings) -> EgressApp:

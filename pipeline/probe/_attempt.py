@@ -67,8 +67,11 @@ class _Logical:
         self.logical_id = new_span_id()
         self.breaker: CircuitBreaker | None = None
         self.replayable = isinstance(request.stream, httpx.ByteStream)
-        length = request.headers.get("content-length")
-        self.declared_bytes = int(length) if length and length.isdigit() else 0
+        if self.replayable:  # httpx read it already: no header lookup needed
+            self.declared_bytes = len(request.content)
+        else:
+            length = request.headers.get("content-length")
+            self.declared_bytes = int(length) if length and length.isdigit() else 0
         self.user_trace: Any = request.extensions.get("trace")
 
 
@@ -162,7 +165,7 @@ class _Attempt:
                 self.connect = now - times.get("connection.connect_tcp.started", now)
                 stream = info.get("return_value")
                 if stream is not None:
-                    self.internal_ip = _client_ip(stream)
+                    self.internal_ip = self.core.client_ip(stream)
             elif name == "connection.start_tls.complete":
                 self.tls = now - times.get("connection.start_tls.started", now)
         except Exception as exc:  # noqa: BLE001 - I5
@@ -177,7 +180,7 @@ class _Attempt:
         if self.internal_ip is None:
             stream = response.extensions.get("network_stream")
             if stream is not None:
-                self.internal_ip = _client_ip(stream)
+                self.internal_ip = self.core.client_ip(stream)
         if response.is_closed:  # an inner transport that returns read responses (mocks)
             self.received = len(response.content)
             self.finish_status(body_complete=True)
@@ -212,6 +215,7 @@ class _Attempt:
         core = self.core
         logical = self.logical
         elapsed_s = (_perf() if end is None else end) - self.t0
+        emitted = False
         try:
             elapsed_ms = elapsed_s * 1000.0
             status = self.status_code
@@ -219,7 +223,7 @@ class _Attempt:
                 status = None
             t_headers = self.t_headers
             sent = 0 if error_class in _NOTHING_SENT else logical.declared_bytes
-            core._submit(
+            core.sink.submit(
                 ProbeEvent(
                     service=core.service,
                     started_at=self.started_at,
@@ -256,6 +260,7 @@ class _Attempt:
                     ),
                 )
             )
+            emitted = True
         except Exception as exc:  # noqa: BLE001 - I5
             core.internal_error(exc, logical.request)
         breaker = self.breaker
@@ -269,15 +274,4 @@ class _Attempt:
                     breaker.on_success(elapsed_s)
             except Exception as exc:  # noqa: BLE001 - I5
                 core.internal_error(exc, logical.request)
-        core.attempt_ended(logical.upstream)
-
-
-def _client_ip(stream: Any) -> str | None:
-    """The local address of a connection, from httpcore's network stream."""
-    try:
-        address = stream.get_extra_info("client_addr")
-    except Exception:  # noqa: BLE001 - closed socket or an exotic stream: unknown
-        return None
-    if isinstance(address, tuple) and address and isinstance(address[0], str):
-        return address[0].split("%", 1)[0]
-    return None
+        core.attempt_ended(logical.upstream, emitted)

@@ -11,11 +11,13 @@ redacted (:func:`~pipeline.probe.redaction.redact_url`); they never reach the ca
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections import deque
-from typing import Final
+from typing import Any, Final
 
 import httpx
 
@@ -88,6 +90,8 @@ class _Core:
         self.orphans_dropped = 0
         self.orphans: deque[_Attempt] = deque()
         self._upstreams: dict[tuple[bytes, bytes, int | None], str] = {}
+        # Local address per live connection: anyio's get_extra_info costs ~15 us a call.
+        self._client_ips: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
         self._last_log = -_LOG_EVERY_S
 
     # -- per logical request -----------------------------------------------------------
@@ -125,19 +129,24 @@ class _Core:
     def may_retry_status(self, logical: _Logical, attempt: int, status: int) -> bool:
         """Cheap pre-check: could a response with this status be retried at all?"""
         config = self.retry
-        return (
-            config is not None
-            and status in config.retry_on_status
-            and attempt < config.max_attempts
-            and logical.replayable
-            and is_retryable(
+        if (
+            config is None
+            or status not in config.retry_on_status
+            or attempt >= config.max_attempts
+            or not logical.replayable
+        ):
+            return False
+        try:
+            return is_retryable(
                 method=logical.method,
                 outcome="http_error",
                 error_class=None,
                 status_code=status,
                 config=config,
             )
-        )
+        except Exception as exc:  # noqa: BLE001 - I5
+            self.internal_error(exc, logical.request)
+            return False
 
     def retry_delay(
         self,
@@ -214,9 +223,23 @@ class _Core:
             self.internal_error(exc, logical.request)
 
     def _submit(self, event: ProbeEvent) -> None:
+        """For events outside an attempt (an attempt counts its own in ``attempt_ended``)."""
         self.sink.submit(event)
         with self.lock:
             self.events_emitted += 1
+
+    def client_ip(self, stream: Any) -> str | None:
+        """The local address of a connection (httpcore network stream), cached per stream."""
+        try:
+            return self._client_ips[stream]
+        except KeyError:
+            pass
+        except TypeError:  # not weak-referenceable: no cache
+            return _client_ip(stream)
+        address = _client_ip(stream)
+        with contextlib.suppress(TypeError):
+            self._client_ips[stream] = address
+        return address
 
     # -- gauges, orphans, internal errors ------------------------------------------------
 
@@ -226,8 +249,9 @@ class _Core:
             self.in_flight_total += 1
             return self.in_flight_total
 
-    def attempt_ended(self, upstream: str) -> None:
+    def attempt_ended(self, upstream: str, emitted: bool) -> None:
         with self.lock:
+            self.events_emitted += emitted
             left = self.in_flight.get(upstream, 1) - 1
             if left > 0:
                 self.in_flight[upstream] = left
@@ -274,3 +298,13 @@ class _Core:
             where,
             count,
         )
+
+
+def _client_ip(stream: Any) -> str | None:
+    try:
+        address = stream.get_extra_info("client_addr")
+    except Exception:  # noqa: BLE001 - closed socket or an exotic stream: unknown
+        return None
+    if isinstance(address, tuple) and address and isinstance(address[0], str):
+        return address[0].split("%", 1)[0]  # no IPv6 zone: the schema allows hex, '.' and ':'
+    return None

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextvars
 import os
 import random
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final, NamedTuple
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 _HEX_LC: Final = frozenset("0123456789abcdef")
+# version-traceid-parentid-flags, then (versions above 00 only) "-" and anything.
+_TRACEPARENT: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _ZERO_TRACE: Final = "0" * 32
 _ZERO_SPAN: Final = "0" * 16
 SAMPLED: Final = 0x01
@@ -76,23 +79,11 @@ def parse_traceparent(value: str | bytes | None) -> TraceParent | None:
             value = value.decode("ascii")
         except UnicodeDecodeError:
             return None
-    value = value.strip(" \t")
-    if len(value) < 55:
+    match = _TRACEPARENT.fullmatch(value.strip(" \t"))
+    if match is None:
         return None
-    version = value[0:2]
-    if value[2] != "-" or value[35] != "-" or value[52] != "-":
-        return None
-    if not _is_hex(version) or version == "ff":
-        return None
-    if version == "00":
-        if len(value) != 55:
-            return None
-    elif len(value) > 55 and value[55] != "-":
-        return None
-    trace_id = value[3:35]
-    parent_id = value[36:52]
-    flags = value[53:55]
-    if not (_is_hex(trace_id) and _is_hex(parent_id) and _is_hex(flags)):
+    version, trace_id, parent_id, flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest):
         return None
     if trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:
         return None

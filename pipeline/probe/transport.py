@@ -29,6 +29,7 @@ transport given by the caller without ``limits``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -112,6 +113,30 @@ class _Base:
             core.internal_error(exc, request)
             return None
 
+    def _open(
+        self, logical: _Logical, attempt: int, loop: asyncio.AbstractEventLoop | None
+    ) -> _Attempt | bool:
+        """Start an attempt. ``False``: the breaker refused it (its event is out).
+
+        ``True``: the probe itself failed here; the caller's request is then sent unobserved.
+        """
+        core = self._core
+        breaker = logical.breaker
+        acquired = False
+        try:
+            if breaker is not None:
+                acquired = breaker.try_acquire()
+                if not acquired:
+                    core.emit_breaker_open(logical, attempt, breaker)
+                    return False
+            return _Attempt(core, logical, attempt, breaker, loop)
+        except Exception as exc:  # noqa: BLE001 - I5
+            core.internal_error(exc, logical.request)
+            if acquired and breaker is not None:
+                with contextlib.suppress(Exception):
+                    breaker.release()
+            return True
+
 
 def _pool_limit(limits: httpx.Limits | None) -> int | None:
     return limits.max_connections if limits is not None else None
@@ -151,15 +176,15 @@ class ProbeTransport(_Base, httpx.AsyncBaseTransport):
         attempt = 0
         while True:
             attempt += 1
-            breaker = logical.breaker
-            if breaker is not None and not breaker.try_acquire():
-                core.emit_breaker_open(logical, attempt, breaker)
+            att = self._open(logical, attempt, loop)
+            if att is True:
+                return await self._inner.handle_async_request(request)
+            if att is False:
                 delay = core.retry_delay(logical, attempt, "breaker_open", "breaker_open")
                 if delay is None:
                     raise CircuitOpenError(logical.upstream, request=request)
                 await asyncio.sleep(delay)
                 continue
-            att = _Attempt(core, logical, attempt, breaker, loop)
             total = core.total_s
             deadline = None if total is None else loop.time() + total
             failure: BaseException | None = None
@@ -271,15 +296,15 @@ class SyncProbeTransport(_Base, httpx.BaseTransport):
         attempt = 0
         while True:
             attempt += 1
-            breaker = logical.breaker
-            if breaker is not None and not breaker.try_acquire():
-                core.emit_breaker_open(logical, attempt, breaker)
+            att = self._open(logical, attempt, None)
+            if att is True:
+                return self._inner.handle_request(request)
+            if att is False:
                 delay = core.retry_delay(logical, attempt, "breaker_open", "breaker_open")
                 if delay is None:
                     raise CircuitOpenError(logical.upstream, request=request)
                 time.sleep(delay)
                 continue
-            att = _Attempt(core, logical, attempt, breaker, None)
             total = core.total_s
             deadline = None if total is None else att.t0 + total
             failure: BaseException | None = None

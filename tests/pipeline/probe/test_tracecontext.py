@@ -19,6 +19,8 @@ from pipeline.probe.tracecontext import (
     trace_context,
 )
 
+pytestmark = pytest.mark.timeout(30)
+
 VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 

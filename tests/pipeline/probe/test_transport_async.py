@@ -438,3 +438,26 @@ async def test_one_line_client(upstream) -> None:
         body = json.loads((await client.get("/echo?token=secret")).text)
     assert body["query"] == "token=secret"
     assert only_event(sink).route == "/echo"
+
+
+class _RaisingBreaker:
+    def try_acquire(self) -> bool:
+        raise RuntimeError("breaker bug")
+
+
+async def test_probe_bug_in_setup_sends_the_request_unobserved(upstream, monkeypatch) -> None:
+    sink = MemorySink()
+    transport = ProbeTransport(ProbeConfig(service="svc"), sink)
+
+    def broken_route(*args: object) -> str:
+        raise RuntimeError("route bug")
+
+    async with httpx.AsyncClient(transport=transport, base_url=upstream.base) as client:
+        monkeypatch.setattr(transport._core.routes, "route", broken_route)
+        assert (await client.get("/ok")).text == "ok"
+        monkeypatch.undo()
+        assert transport._core.breakers is not None
+        monkeypatch.setattr(transport._core.breakers, "get", lambda upstream: _RaisingBreaker())
+        assert (await client.get("/ok")).text == "ok"
+    stats = transport.stats()
+    assert stats.internal_errors == 2 and sink.events == [] and stats.in_flight_total == 0

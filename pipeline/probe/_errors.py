@@ -92,8 +92,9 @@ EXCEPTION_TABLE: Final[dict[type[BaseException], Classification]] = {
     KeyboardInterrupt: ("cancelled", "cancelled"),
     SystemExit: ("cancelled", "cancelled"),
     GeneratorExit: ("cancelled", "cancelled"),
-    # asyncio.timeout() around the attempt raises the builtin TimeoutError.
-    TimeoutError: ("timeout", "total_timeout"),
+    # socket.timeout is TimeoutError: a socket read that waited too long. (The probe's own
+    # deadline, from asyncio.timeout(), is turned into DeadlineExceeded before this.)
+    TimeoutError: ("timeout", "read_timeout"),
     ConnectionRefusedError: ("connect_error", "connection_refused"),
     socket.gaierror: ("connect_error", "dns_failure"),
     ssl.SSLError: ("connect_error", "tls_error"),

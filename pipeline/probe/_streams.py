@@ -13,6 +13,7 @@ The event's elapsed time runs to the last byte read before the response was drop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -54,11 +55,12 @@ class _AsyncProbeStream(httpx.AsyncByteStream):
             attempt.finish_status(body_complete=True)
             raise
         except TimeoutError as exc:
-            if isinstance(exc, httpx.TimeoutException) or attempt.core.total_s is None:
+            if self._deadline is None:  # not ours: a foreign inner transport's
                 attempt.finish_exc(exc, body_complete=False)
                 raise
             attempt.finish("timeout", "total_timeout", body_complete=False)
-            raise DeadlineExceeded(attempt.core.total_s, request=attempt.logical.request) from exc
+            total = attempt.core.total_s or 0.0
+            raise DeadlineExceeded(total, request=attempt.logical.request) from exc
         except BaseException as exc:
             attempt.finish_exc(exc, body_complete=False)
             raise
@@ -75,7 +77,8 @@ class _AsyncProbeStream(httpx.AsyncByteStream):
     def __del__(self) -> None:
         attempt = getattr(self, "_attempt", None)
         if attempt is not None and not attempt.done:
-            attempt.core.orphan(attempt)
+            with contextlib.suppress(Exception):  # e.g. at interpreter shutdown
+                attempt.core.orphan(attempt)
 
 
 class _SyncProbeStream(httpx.SyncByteStream):
@@ -123,4 +126,5 @@ class _SyncProbeStream(httpx.SyncByteStream):
     def __del__(self) -> None:
         attempt = getattr(self, "_attempt", None)
         if attempt is not None and not attempt.done:
-            attempt.core.orphan(attempt)
+            with contextlib.suppress(Exception):  # e.g. at interpreter shutdown
+                attempt.core.orphan(attempt)

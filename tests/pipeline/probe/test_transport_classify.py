@@ -39,7 +39,7 @@ TABLE = [
     (httpx.WriteTimeout("t"), "timeout", "write_timeout"),
     (httpx.PoolTimeout("t"), "timeout", "pool_timeout"),
     (DeadlineExceeded(1.0), "timeout", "total_timeout"),
-    (TimeoutError(), "timeout", "total_timeout"),
+    (TimeoutError(), "timeout", "read_timeout"),
     (httpx.ConnectError("x"), "connect_error", "connect_failed"),
     (
         chained(httpx.ConnectError("x"), ConnectionRefusedError()),

@@ -4,6 +4,7 @@ two workers equal one, restarts keep windows and their expiry, alerts on every p
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import Callable
@@ -190,9 +191,13 @@ async def test_two_workers_answer_like_one(kafka_bootstrap: str, tmp_path: Path)
             what="both workers of the pair assigned",
         )
         await produce(kafka_bootstrap, topics.probe, events, partitions=PARTITIONS)
+
+        def progress(worker: Worker) -> tuple[int, dict[str, int]]:
+            return _total_requests(worker), worker.get("/v1/health/ready")["pipeline"]
+
         for worker in workers:
             await _wait_for(
-                lambda w=worker: (_total_requests(w), w.get("/v1/health/ready")["pipeline"]),
+                functools.partial(progress, worker),
                 until=lambda v: v[0] == len(events),
                 what=f"worker {worker.port}",
             )

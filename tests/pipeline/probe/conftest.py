@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -118,14 +119,23 @@ class Upstream:
         return f"{self.base}{path}"
 
 
-@pytest.fixture(scope="session")
-def upstream() -> Iterator[Upstream]:
+@contextlib.contextmanager
+def _serve(
+    scheme: str, keyfile: str | None = None, certfile: str | None = None
+) -> Iterator[Upstream]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     app = _App()
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+    config = uvicorn.Config(
+        app,
+        log_level="error",
+        lifespan="off",
+        access_log=False,
+        ssl_keyfile=keyfile,
+        ssl_certfile=certfile,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -134,10 +144,43 @@ def upstream() -> Iterator[Upstream]:
         if time.monotonic() > deadline:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
-    yield Upstream(f"http://127.0.0.1:{port}", port, app)
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    try:
+        yield Upstream(f"{scheme}://127.0.0.1:{port}", port, app)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[Upstream]:
+    with _serve("http") as server:
+        yield server
+
+
+@dataclass
+class TlsUpstream:
+    server: Upstream
+    ca_file: str
+
+
+@pytest.fixture(scope="session")
+def tls_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsUpstream]:
+    """The same app over TLS, with a self-signed certificate for 127.0.0.1 (openssl CLI)."""
+    folder = tmp_path_factory.mktemp("tls")
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    with _serve("https", keyfile=str(key), certfile=str(cert)) as server:
+        yield TlsUpstream(server, str(cert))
 
 
 class _RawServer:

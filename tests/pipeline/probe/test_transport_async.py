@@ -6,6 +6,7 @@ import asyncio
 import gc
 import ipaddress
 import json
+import ssl
 from typing import Any
 
 import httpx
@@ -461,3 +462,32 @@ async def test_probe_bug_in_setup_sends_the_request_unobserved(upstream, monkeyp
         assert (await client.get("/ok")).text == "ok"
     stats = transport.stats()
     assert stats.internal_errors == 2 and sink.events == [] and stats.in_flight_total == 0
+
+
+async def test_tls_phase_timings(tls_upstream) -> None:
+    sink = MemorySink()
+    context = ssl.create_default_context(cafile=tls_upstream.ca_file)
+    transport = ProbeTransport(
+        ProbeConfig(service="svc", phase_timings=True),
+        sink,
+        transport=httpx.AsyncHTTPTransport(verify=context),
+    )
+    async with httpx.AsyncClient(transport=transport) as client:
+        assert (await client.get(tls_upstream.server.url("/ok"))).text == "ok"
+    event = only_event(sink)
+    assert event.upstream == f"127.0.0.1:{tls_upstream.server.port}"
+    assert event.tls_ms is not None and event.tls_ms > 0
+    assert event.connect_ms is not None and event.ttfb_ms is not None
+    assert event.ttfb_ms >= event.connect_ms + event.tls_ms
+    assert event.internal_ip == "127.0.0.1"
+
+
+async def test_tls_untrusted_certificate(tls_upstream) -> None:
+    sink = MemorySink()
+    async with httpx.AsyncClient(transport=probe(sink)) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.get(tls_upstream.server.url("/ok"))
+    assert (only_event(sink).outcome, only_event(sink).error_class) == (
+        "connect_error",
+        "tls_error",
+    )

@@ -67,12 +67,17 @@ class _Logical:
         self.logical_id = new_span_id()
         self.breaker: CircuitBreaker | None = None
         self.replayable = isinstance(request.stream, httpx.ByteStream)
-        if self.replayable:  # httpx read it already: no header lookup needed
+        try:  # httpx has read byte bodies already: no header lookup needed
             self.declared_bytes = len(request.content)
-        else:
+        except httpx.RequestNotRead:  # a stream (or a redirect's copy of a body)
             length = request.headers.get("content-length")
             self.declared_bytes = int(length) if length and length.isdigit() else 0
-        self.user_trace: Any = request.extensions.get("trace")
+        user_trace: Any = request.extensions.get("trace")
+        owner = getattr(user_trace, "__self__", None)
+        if isinstance(owner, _Attempt):  # ours, from the hop before a redirect: unwrap
+            previous: _Logical = owner.logical
+            user_trace = previous.user_trace
+        self.user_trace: Any = user_trace
 
 
 class _Attempt:

@@ -10,6 +10,7 @@
   ``/huge?size=n``        ``n`` bytes in 64 KiB chunks
   ``/echo``               JSON: method, path, query, headers and body length it got
   ``/flaky/{key}?fail=n`` 503 for the first ``n`` calls of ``key``, then 200
+  ``/redirect?to=path``   302 to ``path``
   ======================  ==========================================================
 
 - ``raw`` (session): plain TCP servers for what a well-behaved HTTP server cannot do:
@@ -81,6 +82,15 @@ class _App:
                 "body_len": len(body),
             }
             await _respond(send, 200, json.dumps(payload).encode(), b"application/json")
+        elif path == "/redirect":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 302,
+                    "headers": [(b"location", query.get("to", "/ok").encode())],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
         elif path.startswith("/flaky/"):
             key = path.rsplit("/", 1)[1]
             seen = self.flaky.get(key, 0)

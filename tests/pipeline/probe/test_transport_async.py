@@ -491,3 +491,24 @@ async def test_tls_untrusted_certificate(tls_upstream) -> None:
         "connect_error",
         "tls_error",
     )
+
+
+async def test_redirect_hops_are_events_of_one_trace(upstream) -> None:
+    sink = MemorySink()
+    seen: list[str] = []
+
+    async def user_trace(name: str, info: dict[str, Any]) -> None:
+        seen.append(name)
+
+    transport = probe(sink, phase_timings=True)
+    async with httpx.AsyncClient(transport=transport, base_url=upstream.base) as client:
+        response = await client.get(
+            "/redirect?to=/echo", follow_redirects=True, extensions={"trace": user_trace}
+        )
+    hop, final = sink.events
+    assert (hop.status_code, hop.route, final.route) == (302, "/redirect", "/echo")
+    assert hop.trace_id == final.trace_id and hop.logical_request_id != final.logical_request_id
+    sent = dict(response.json()["headers"])["traceparent"]
+    assert sent == f"00-{final.trace_id}-{final.request_id}-01"
+    # The caller's trace callback ran once per hop, not once per hop per earlier hop.
+    assert seen.count("http11.receive_response_headers.complete") == 2

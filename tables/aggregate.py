@@ -24,11 +24,12 @@ Contract:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from pipeline.schema import ERROR_CLASSES, OUTCOMES, ProbeEvent, table_key
 from tables.sketch import LatencySketch, merge_all
+from tables.sketch import slide as slide_sketch
 from tables.windows import BUCKET_S, bucket_start
 
 __all__ = [
@@ -265,6 +266,67 @@ class WindowAggregate:
         )
         self.latency = merge_all(c.latency for c in cells)
         self._set_examples(slowest, recent_errors)
+
+    @classmethod
+    def slide(
+        cls,
+        base: WindowAggregate,
+        removed: WindowAggregate | None,
+        added: WindowAggregate | None,
+        members: Sequence[WindowAggregate],
+        *,
+        key: str,
+        bucket: int,
+    ) -> WindowAggregate:
+        """``base - removed + added``, equal to ``combine(members)`` but far cheaper.
+
+        ``base`` must be the combine of ``members`` minus ``added`` plus ``removed``
+        (a view's prefix moving by one bucket). Counts are subtracted exactly; the
+        maximum and the examples are recomputed from ``members`` only when the removed
+        cell held them; the float sums may differ from a fresh combine in the last bits.
+        """
+        latency = slide_sketch(
+            base.latency,
+            None if removed is None else removed.latency,
+            None if added is None else added.latency,
+            [m.latency for m in members],
+        )
+        if latency is None:
+            return cls.combine(members, key=key, bucket=bucket)
+        out = cls(key, bucket)
+        signed = [(base, 1), *(() if removed is None else ((removed, -1),))]
+        signed += [] if added is None else [(added, 1)]
+        for name in _COUNTERS:
+            setattr(out, name, sum(getattr(c, name) * k for c, k in signed))
+        for name in _BOUNDED_KEYS:
+            counts: dict[str, int] = {}
+            for c, k in signed:
+                for label, v in getattr(c, name).items():
+                    counts[label] = counts.get(label, 0) + v * k
+            setattr(out, name, {label: v for label, v in counts.items() if v})
+        out.pool_wait_ms_sum = sum(c.pool_wait_ms_sum * k for c, k in signed)
+        out.latency = latency
+        if (
+            removed is not None
+            and removed.pool_wait_count
+            and removed.pool_wait_ms_max >= base.pool_wait_ms_max
+        ):
+            out.pool_wait_ms_max = max((m.pool_wait_ms_max for m in members), default=0.0)
+        else:
+            out.pool_wait_ms_max = max(
+                base.pool_wait_ms_max, 0.0 if added is None else added.pool_wait_ms_max
+            )
+        if removed is not None and (
+            set(removed.slowest) & set(base.slowest)
+            or set(removed.recent_errors) & set(base.recent_errors)
+        ):
+            sources: Sequence[WindowAggregate] = members
+        else:
+            sources = [base] if added is None else [base, added]
+        out._set_examples(
+            {e for c in sources for e in c.slowest}, {e for c in sources for e in c.recent_errors}
+        )
+        return out
 
     def _set_examples(self, slowest: Iterable[Example], errors: Iterable[ErrorExample]) -> None:
         self.slowest = heapq.nlargest(SLOWEST_EXAMPLES, slowest)

@@ -34,7 +34,7 @@ __all__ = ["ALL", "SummaryView", "WindowStats"]
 
 ALL: Final = "*"  # route / method of a rollup over several keys
 _QUANTILES: Final = (0.5, 0.95, 0.99)
-_CACHE_PER_KEY: Final = 6
+_CACHE_PER_KEY: Final = 8  # 3 views x (this end + the previous one, for sliding) + spare
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,7 +354,7 @@ class SummaryView:
             if len(per_key) >= _CACHE_PER_KEY:
                 del per_key[next(iter(per_key))]  # oldest entry first
                 self._cached_entries -= 1
-            if self._cached_entries >= self.max_cells:
+            if self._cached_entries >= max(1_000, self.max_cells // 4):
                 self._cache.clear()
                 self._cached_entries = 0
                 per_key = self._cache.setdefault(key, {})
@@ -371,11 +371,21 @@ class SummaryView:
         cells = self._cells[key]
         if entry.prefix is None:
             first = end_bucket + BUCKET_S - VIEWS[view]
-            entry.prefix = WindowAggregate.combine(
-                (cells[b] for b in range(first, end_bucket, BUCKET_S) if b in cells),
-                key=key,
-                bucket=end_bucket,
-            )
+            members = [cells[b] for b in range(first, end_bucket, BUCKET_S) if b in cells]
+            before = self._cache[key].get((view, end_bucket - BUCKET_S))
+            if before is not None and before.prefix is not None and members:
+                # The view moved on by one bucket: slide the previous prefix (its cells are
+                # current, or it would have been invalidated) instead of re-merging ~29 cells.
+                entry.prefix = WindowAggregate.slide(
+                    before.prefix,
+                    cells.get(first - BUCKET_S),
+                    cells.get(end_bucket - BUCKET_S),
+                    members,
+                    key=key,
+                    bucket=end_bucket,
+                )
+            else:
+                entry.prefix = WindowAggregate.combine(members, key=key, bucket=end_bucket)
         last = cells.get(end_bucket)
         return [entry.prefix] if last is None else [entry.prefix, last]
 

@@ -43,6 +43,7 @@ __all__ = [
     "LatencySketch",
     "merge_all",
     "quantiles_of",
+    "slide",
 ]
 
 RELATIVE_ACCURACY: Final = 0.01
@@ -331,6 +332,72 @@ def _first_key_above(runs: list[tuple[int, list[float]]], target: float) -> int:
 
 
 _BIG_KEY: Final = 1 << 62
+
+
+def slide(
+    base: LatencySketch,
+    removed: LatencySketch | None,
+    added: LatencySketch | None,
+    members: Sequence[LatencySketch],
+) -> LatencySketch | None:
+    """``base - removed + added`` without re-merging ``members`` (the parts of the result).
+
+    Counts are integers, so subtracting a part that ``base`` contains is exact: the bins,
+    counts and zero count equal those of ``merge_all(members)``; min and max are taken from
+    ``members``; the float sum may differ in its last bits. Returns ``None`` when
+    collapsing is or would be involved, or the inputs do not add up (the caller then
+    merges ``members`` instead).
+    """
+    parts = [x for x in (base, removed, added) if x is not None and x._store.count]
+    if any(x._store.is_collapsed for x in parts):
+        return None
+    result = LatencySketch()
+    dd, store = result._dd, result._store
+    if parts:
+        lo = min(x._store.min_key for x in parts)
+        value = (
+            base._packed()[2] << (_FIELD * (base._store.min_key - lo)) if base._store.count else 0
+        )
+        if removed is not None and removed._store.count:
+            value -= removed._packed()[2] << (_FIELD * (removed._store.min_key - lo))
+        if added is not None and added._store.count:
+            value += added._packed()[2] << (_FIELD * (added._store.min_key - lo))
+        if value < 0:  # ``removed`` was not part of ``base``: let the caller re-merge
+            return None
+        if value:
+            low_field = ((value & -value).bit_length() - 1) // _FIELD
+            high_field = (value.bit_length() - 1) // _FIELD
+            width = high_field - low_field + 1
+            if width > BIN_LIMIT:
+                return None
+            value >>= _FIELD * low_field
+            counts = array("Q")
+            counts.frombytes(value.to_bytes(8 * width, sys.byteorder))
+            store.bins = cast(list[float], counts.tolist())
+            store.offset = store.min_key = lo + low_field
+            store.max_key = lo + high_field
+            store.count = sum(counts)
+    count, zeros, total = base._dd.count, base._dd._zero_count, base._dd._sum
+    low, high = base._dd._min, base._dd._max
+    if removed is not None:
+        count -= removed._dd.count
+        zeros -= removed._dd._zero_count
+        total -= removed._dd._sum
+        if removed._dd.count and (removed._dd._min <= low or removed._dd._max >= high):
+            filled = [m._dd for m in members if m._dd.count]  # the extreme may have left
+            low = min((d._min for d in filled), default=_INF)
+            high = max((d._max for d in filled), default=-_INF)
+    if added is not None and added._dd.count:
+        count += added._dd.count
+        zeros += added._dd._zero_count
+        total += added._dd._sum
+        low, high = min(low, added._dd._min), max(high, added._dd._max)
+    if zeros < 0 or count != zeros + store.count:  # inconsistent inputs: re-merge
+        return None
+    dd._count, dd._zero_count, dd._sum = count, zeros, total
+    if count:
+        dd._min, dd._max = low, high
+    return result
 
 
 def merge_all(sketches: Iterable[LatencySketch]) -> LatencySketch:

@@ -255,3 +255,29 @@ def test_faust_value_codec_round_trip() -> None:
     restored = registry.loads_value(value_type, payload, serializer="json")
     assert isinstance(restored, WindowAggregate)
     assert restored.to_data() == cell.to_data()
+
+
+@given(
+    st.lists(window_events(span_s=80), max_size=80),
+    st.integers(0, 7),
+    st.integers(1, 7),
+)
+def test_slide_equals_a_fresh_combine(events: list[ProbeEvent], start: int, width: int) -> None:
+    # one cell per bucket, whatever the event's key (keys do not matter to the algebra)
+    cells: dict[int, WindowAggregate] = {}
+    for (_, b), c in aggregate_events(events).items():
+        if b in cells:
+            cells[b].merge(WindowAggregate.from_data(c.to_data() | {"key": KEY}))
+        else:
+            cells[b] = WindowAggregate.from_data(c.to_data() | {"key": KEY})
+    old = [T0 + (start + i) * 10 for i in range(width)]
+    new = [b + 10 for b in old]
+    base = WindowAggregate.combine([cells[b] for b in old if b in cells], key=KEY, bucket=0)
+    members = [cells[b] for b in new if b in cells]
+    slid = WindowAggregate.slide(
+        base, cells.get(old[0]), cells.get(new[-1]), members, key=KEY, bucket=0
+    )
+    fresh = WindowAggregate.combine(members, key=KEY, bucket=0)
+    assert exact_part(slid) == exact_part(fresh)
+    assert slid.pool_wait_ms_sum == pytest.approx(fresh.pool_wait_ms_sum)
+    assert slid.latency.sum == pytest.approx(fresh.latency.sum)

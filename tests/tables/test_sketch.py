@@ -15,7 +15,14 @@ from ddsketch import LogCollapsingLowestDenseDDSketch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tables.sketch import BIN_LIMIT, RELATIVE_ACCURACY, LatencySketch, merge_all, quantiles_of
+from tables.sketch import (
+    BIN_LIMIT,
+    RELATIVE_ACCURACY,
+    LatencySketch,
+    merge_all,
+    quantiles_of,
+    slide,
+)
 
 QS = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0)
 ALPHA = RELATIVE_ACCURACY * (1 + 1e-9)  # float rounding of gamma**k on the bound itself
@@ -261,3 +268,28 @@ def test_add_cost_is_small() -> None:
         sketch.add(v)
     per_add = (time.process_time() - start) / len(values)
     assert per_add < 20e-6
+
+
+@given(st.lists(st.lists(latencies, max_size=40), min_size=2, max_size=8))
+def test_slide_equals_merging_the_remaining_parts(groups: list[list[float]]) -> None:
+    parts = [sketch_of(g) for g in groups]
+    base = merge_all(parts[:-1])
+    members = parts[1:]
+    slid = slide(base, parts[0], parts[-1], members)
+    fresh = merge_all(members)
+    if slid is None:  # only when collapsing is involved
+        assert (
+            any(p.collapsed for p in [base, *parts])
+            or fresh.collapsed
+            or (merge_all(parts).bin_count() >= BIN_LIMIT)
+        )
+        return
+    got, want = slid.to_data(), fresh.to_data()
+    assert got.pop("sum") == pytest.approx(want.pop("sum"), rel=1e-9, abs=1e-6)
+    assert got == want
+    assert slid.quantiles(QS) == fresh.quantiles(QS)
+
+
+def test_slide_refuses_inconsistent_inputs() -> None:
+    a, b = sketch_of([1.0, 2.0]), sketch_of([500.0])
+    assert slide(a, b, None, [a]) is None  # b was never part of a

@@ -1,9 +1,11 @@
 """One table cell: everything counted for one (table key, bucket), mergeable and serializable.
 
-A :class:`WindowAggregate` is the value of the windowed table. It is built per Kafka record
-or batch with :func:`aggregate_events` (one table write per cell per batch: every write
-ships the whole value to the changelog), then merged into the stored cell with
-:meth:`WindowAggregate.merge`.
+A :class:`WindowAggregate` is the value of the table of window cells (one key per
+(table key, bucket); windows are plain keys, see ``tables.windows``). It is built per Kafka
+record or batch with :func:`aggregate_events` (one table write per cell per batch: every
+write ships the whole value to the changelog), then merged into the stored cell with
+:meth:`WindowAggregate.merge`. Views merge cells with :meth:`WindowAggregate.combine`, and
+move a merged prefix by one bucket with :meth:`WindowAggregate.slide`.
 
 Contract:
 

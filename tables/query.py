@@ -22,6 +22,7 @@ with the stream time. The API reads :class:`WindowStats` from it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -312,8 +313,8 @@ class SummaryView:
         buckets_for_view(0, view)
         end_bucket = self._end_bucket(end)
         route_filter = None if route in (None, ALL) else route
-        if end_bucket is None:
-            return None
+        if end_bucket is None or service not in self._by_service:
+            return None  # nothing cached for unknown services: their names are unbounded
         cache = self._rollups.setdefault(service, {})
         cache_key = (view, end_bucket, route_filter or ALL)
         if cache_key in cache:
@@ -344,6 +345,8 @@ class SummaryView:
 
     def _end_bucket(self, end: float | None) -> int | None:
         if end is not None:
+            if not math.isfinite(end):
+                raise ValueError(f"end must be a finite epoch time, got {end!r}")
             return view_end_bucket(end)
         return None if self._stream_time is None else self._stream_time - BUCKET_S
 

@@ -376,3 +376,12 @@ def test_sliding_views_equal_fresh_views(
             cold.upsert(WindowAggregate.from_data(cell.to_data()))
         for key in cold.keys():
             assert walked.stats(key, view, end=end) == cold.stats(key, view, end=end)
+
+
+def test_rollup_of_unknown_service_caches_nothing_and_end_must_be_finite() -> None:
+    summary = view_of([make_event(route="/a")])
+    for i in range(100):
+        assert summary.rollup(f"ghost{i}", "1m") is None
+    assert set(summary._rollups) <= {"checkout"}
+    with pytest.raises(ValueError, match="finite"):
+        summary.stats(KEY, "1m", end=float("inf"))

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client.registry import CollectorRegistry
+
 from agents.follower import ChangelogFollower
 from agents.housekeeping import Housekeeper
 from agents.ingest import IngestProcessor, cell_key, split_cell_key
@@ -19,7 +21,7 @@ from pipeline.app import EgressApp
 from pipeline.logs import log_fields
 from pipeline.validation import EventValidator
 from tables.aggregate import WindowAggregate
-from tables.alerting import AlertEngine, encode_alert
+from tables.alerting import AlertEngine, AlertRecord, encode_alert
 from tables.metrics import EgressMetrics
 from tables.query import SummaryView
 from tables.slo_rules import DEFAULT_RULES_FILE, load_rules
@@ -44,6 +46,30 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     alerts_sent: int = 0
     tombstones_sent: int = 0
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.metrics.registry
+
+    def readiness(self) -> list[str]:
+        reasons = []
+        app: Any = self.ctx.app
+        if app.rebalancing or app.rebalancing_count < 1:
+            reasons.append("Kafka: partition assignment in progress")
+        elif not app.tables.recovery.completed.is_set():
+            reasons.append("tables: recovering the cells table from its changelog")
+        if not self.follower.caught_up.is_set():
+            reasons.append("tables: window view not recovered from the changelog yet")
+        return reasons
+
+    def pipeline_stats(self) -> dict[str, int]:
+        return self.stats()
+
+    def resilience_state(self) -> dict[str, Any]:
+        return {"upstreams": [], "pipeline": {}}
+
+    def firing_alerts(self) -> list[AlertRecord]:
+        return self.engine.firing()
 
     def stats(self) -> dict[str, int]:
         """Pipeline figures for health and tests: what this worker holds and has done."""

@@ -35,7 +35,7 @@ def create_api(settings: WorkerSettings, *, runtime: Any) -> Starlette:
     """``runtime``: the worker's :class:`agents.wiring.Runtime` (view, metrics, follower)."""
 
     async def metrics(request: Request) -> Response:
-        registry = runtime.metrics.registry
+        registry = runtime.registry
         if "application/openmetrics-text" in request.headers.get("accept", ""):
             body = generate_openmetrics(registry)  # type: ignore[no-untyped-call]
             return Response(body, media_type=OPENMETRICS_CONTENT_TYPE)
@@ -75,10 +75,8 @@ def create_api(settings: WorkerSettings, *, runtime: Any) -> Starlette:
         return JSONResponse({"status": "live"})
 
     async def ready(request: Request) -> Response:
-        reasons = []
-        if not runtime.follower.caught_up.is_set():
-            reasons.append("window view not recovered from the changelog yet")
-        pipeline = runtime.stats()
+        reasons = runtime.readiness()
+        pipeline = runtime.pipeline_stats()
         if reasons:
             return JSONResponse(
                 {"status": "not_ready", "reasons": reasons, "pipeline": pipeline}, status_code=503

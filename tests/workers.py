@@ -67,6 +67,11 @@ class Worker:
         response.raise_for_status()
         return response.json()
 
+    def pipeline(self) -> dict[str, Any]:
+        """The pipeline figures of ``/v1/health/ready``, whether ready or not."""
+        response = httpx.get(f"http://127.0.0.1:{self.port}/v1/health/ready", timeout=10)
+        return dict(response.json()["pipeline"])
+
     def wait_ready(self, timeout: float = 90.0, *, owned: bool = True) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         last: Any = None

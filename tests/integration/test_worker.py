@@ -185,15 +185,13 @@ async def test_two_workers_answer_like_one(kafka_bootstrap: str, tmp_path: Path)
         await asyncio.gather(*(asyncio.to_thread(w.wait_ready) for w in workers))
         # Both workers of the pair must own partitions before the data flows.
         await _wait_for(
-            lambda: all(
-                w.get("/v1/health/ready")["pipeline"]["owned_partitions"] > 0 for w in pair
-            ),
+            lambda: all(w.pipeline()["owned_partitions"] > 0 for w in pair),
             what="both workers of the pair assigned",
         )
         await produce(kafka_bootstrap, topics.probe, events, partitions=PARTITIONS)
 
         def progress(worker: Worker) -> tuple[int, dict[str, int]]:
-            return _total_requests(worker), worker.get("/v1/health/ready")["pipeline"]
+            return _total_requests(worker), worker.pipeline()
 
         for worker in workers:
             await _wait_for(
@@ -201,7 +199,7 @@ async def test_two_workers_answer_like_one(kafka_bootstrap: str, tmp_path: Path)
                 until=lambda v: v[0] == len(events),
                 what=f"worker {worker.port}",
             )
-        owned = [w.get("/v1/health/ready")["pipeline"]["owned_partitions"] for w in pair]
+        owned = [w.pipeline()["owned_partitions"] for w in pair]
         assert sum(owned) == PARTITIONS and min(owned) > 0
         for window in ("10s", "1m", "5m"):
             answers = [_items(w, window) for w in workers]
@@ -222,14 +220,14 @@ async def test_restart_keeps_windows_and_their_expiry(kafka_bootstrap: str, tmp_
         await produce(kafka_bootstrap, topics.probe, events, partitions=PARTITIONS)
         await _wait_for(lambda: _total_requests(worker) == len(events), what="first run")
         before = {w: _items(worker, w) for w in ("10s", "1m", "5m")}
-        cells_before = worker.get("/v1/health/ready")["pipeline"]["cells_local"]
+        cells_before = worker.pipeline()["cells_local"]
         assert cells_before > 0
         assert worker.stop() == 0
 
         worker = restart(worker)
         ready = await asyncio.to_thread(worker.wait_ready)
         await _wait_for(
-            lambda: worker.get("/v1/health/ready")["pipeline"]["cells_local"] == cells_before,
+            lambda: worker.pipeline()["cells_local"] == cells_before,
             what="local table recovered from the changelog",
         )
         assert ready["status"] == "ready"
@@ -247,7 +245,7 @@ async def test_restart_keeps_windows_and_their_expiry(kafka_bootstrap: str, tmp_
             what="old windows expired from the view",
         )
         stats = await _wait_for(
-            lambda: (s := worker.get("/v1/health/ready")["pipeline"])["cells_local"] <= 2 and s,
+            lambda: (s := worker.pipeline())["cells_local"] <= 2 and s,
             what="old windows expired from the local table",
         )
         assert stats["tombstones_sent"] >= cells_before

@@ -1,0 +1,148 @@
+"""Object stores: where finished objects go. A ``put`` returns only once the bytes are verified.
+
+Contract of :class:`ObjectStore` (every implementation):
+
+- ``put(key, data)`` writes the whole object under ``key``, replacing any object of that key,
+  and returns only when the store holds exactly ``data``: an S3 store sends ``Content-MD5``
+  (the server rejects a body that does not match it) and checks that the ETag of the answer
+  is the same MD5; a local store re-reads the file it renamed into place. Anything else
+  raises a :class:`~sinks.errors.SinkError`: ``ChecksumMismatch`` (retriable, never
+  acknowledged), ``SinkUnavailable`` (retriable) or ``SinkRejected``.
+- ``get(key)`` and ``list_keys(prefix)`` are for readers and tests; ``list_keys`` returns the sorted
+  keys that start with ``prefix`` (a string prefix, as S3 has it).
+
+:class:`LocalStore` is the embedded default (no S3 endpoint configured): the same key
+layout in a folder, each object written atomically (temporary file, fsync, rename, fsync
+of the folder). Its file I/O runs in a thread, off the event loop. The S3 store lives in
+:mod:`sinks.s3`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from sinks.errors import (
+    ChecksumMismatch,
+    InvalidKey,
+    NoSuchObject,
+    SinkRejected,
+    SinkUnavailable,
+)
+
+__all__ = ["LocalStore", "ObjectStore", "md5_hex"]
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """Where the sink puts its objects (see the module docstring for the contract)."""
+
+    async def put(self, key: str, data: bytes) -> None: ...
+
+    async def get(self, key: str) -> bytes: ...
+
+    async def list_keys(self, prefix: str = "") -> list[str]: ...
+
+
+def md5_hex(data: bytes) -> str:
+    """MD5 of ``data`` as lower-case hex: the ETag S3 gives a single-part PUT."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+_REJECTED_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG})
+
+
+def _map_os_error(key: str, exc: OSError) -> SinkRejected | SinkUnavailable:
+    """The local store's boundary: a full or failing disk may recover; permissions will not."""
+    if exc.errno in _REJECTED_ERRNOS:
+        return SinkRejected(f"{key}: {exc}")
+    return SinkUnavailable(f"{key}: {exc}")
+
+
+class LocalStore:
+    """The key layout in a local folder; every put atomic and read back."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def path_of(self, key: str) -> Path:
+        """The file of ``key``; keys that could leave :attr:`root` are refused."""
+        parts = key.split("/")
+        if (
+            not key
+            or "\\" in key
+            or "\x00" in key
+            or any(part in ("", ".", "..") or part.startswith(".") for part in parts)
+        ):
+            raise InvalidKey(f"not a safe relative key: {key!r}")
+        return self.root.joinpath(*parts)
+
+    async def put(self, key: str, data: bytes) -> None:
+        path = self.path_of(key)
+        try:
+            await asyncio.to_thread(self._put, path, data)
+        except OSError as exc:
+            raise _map_os_error(key, exc) from exc
+        written = await self.get(key)
+        if md5_hex(written) != md5_hex(data):
+            raise ChecksumMismatch(key, md5_hex(data), md5_hex(written))
+
+    async def get(self, key: str) -> bytes:
+        path = self.path_of(key)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError as exc:
+            raise NoSuchObject(key) from exc
+        except OSError as exc:
+            raise _map_os_error(key, exc) from exc
+
+    async def list_keys(self, prefix: str = "") -> list[str]:
+        try:
+            return await asyncio.to_thread(self._list, prefix)
+        except OSError as exc:
+            raise _map_os_error(prefix, exc) from exc
+
+    def _put(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+
+    def _list(self, prefix: str) -> list[str]:
+        # Walk only the deepest folder the prefix names in full, then filter by string prefix.
+        folder = prefix.rpartition("/")[0]
+        start = self.root.joinpath(*folder.split("/")) if folder else self.root
+        if not start.is_dir():
+            return []
+        keys = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames[:] = [name for name in dirnames if not name.startswith(".")]
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            for name in filenames:
+                if name.startswith("."):
+                    continue  # temporary files of puts in progress (or cut short by a crash)
+                key = name if rel == "." else f"{rel}/{name}"
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -86,10 +86,12 @@ class IngestProcessor:
                 result, error.reason, error.detail, original, topic, partition, offset, index
             )
         watermark = self.watermark
+        # Lateness is judged against the watermark *before* this record: events of one batch
+        # span its flush interval and are not late relative to each other.
+        partition_mark = watermark.partition_time(partition)
         for event in batch.valid:
             watermark.observe(partition, event.started_at)
         stream_time = watermark.stream_time()
-        partition_mark = watermark.partition_time(partition)
         cells = result.cells
         for index, event in enumerate(batch.valid):
             bucket = bucket_start(event.started_at)

@@ -24,6 +24,7 @@ from tables.aggregate import WindowAggregate
 from tables.alerting import AlertEngine, AlertRecord, encode_alert
 from tables.metrics import EgressMetrics
 from tables.query import SummaryView
+from tables.resilience import resilience_state
 from tables.slo_rules import DEFAULT_RULES_FILE, load_rules
 from tables.windows import Watermark
 
@@ -66,7 +67,10 @@ class Runtime:
         return self.stats()
 
     def resilience_state(self) -> dict[str, Any]:
-        return {"upstreams": [], "pipeline": {}}
+        return {
+            "upstreams": resilience_state(self.view),
+            "pipeline": {"view": self.view.counters(), "sink": None},
+        }
 
     def firing_alerts(self) -> list[AlertRecord]:
         return self.engine.firing()

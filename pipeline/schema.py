@@ -90,7 +90,10 @@ ERROR_CLASSES: Final[frozenset[str]] = frozenset(ErrorClass.__args__)  # type: i
 Severity = Literal["info", "warning", "error", "critical"]
 SEVERITIES: Final[tuple[str, ...]] = ("info", "warning", "error", "critical")
 BreakerState = Literal["closed", "open", "half_open"]
-Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"]
+# OTHER: any extension method (PROPFIND, ...), folded so the label set stays closed.
+Method = Literal[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "OTHER"
+]
 
 _Hex32 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{32}$")]
 _Hex16 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{16}$")]

@@ -32,6 +32,7 @@ from typing import Any, Final
 from pipeline.schema import ERROR_CLASSES, OUTCOMES, ProbeEvent, table_key
 from tables.sketch import LatencySketch, merge_all
 from tables.sketch import slide as slide_sketch
+from tables.upstreams import MAX_UPSTREAMS_PER_CELL, OVERFLOW_UPSTREAM, UpstreamHealth
 from tables.windows import BUCKET_S, bucket_start
 
 __all__ = [
@@ -89,6 +90,7 @@ class WindowAggregate:
         "recent_errors",
         "_slow_floor",
         "_error_floor",
+        "upstreams",
     )
 
     def __init__(self, key: str, bucket: int) -> None:
@@ -114,6 +116,7 @@ class WindowAggregate:
         self.recent_errors: list[ErrorExample] = []  # descending (latest first)
         self._slow_floor = -1.0  # an elapsed_ms below this cannot enter `slowest`
         self._error_floor = -1.0  # a started_at below this cannot enter `recent_errors`
+        self.upstreams: dict[str, UpstreamHealth] = {}  # bounded: MAX_UPSTREAMS_PER_CELL
 
     # -- hot path --------------------------------------------------------------------------
 
@@ -155,6 +158,12 @@ class WindowAggregate:
             self.pool_wait_ms_sum += wait
             if wait > self.pool_wait_ms_max:
                 self.pool_wait_ms_max = wait
+        upstreams = self.upstreams
+        health = upstreams.get(event.upstream)
+        if health is None:
+            name = event.upstream if len(upstreams) < MAX_UPSTREAMS_PER_CELL else OVERFLOW_UPSTREAM
+            health = upstreams.get(name) or upstreams.setdefault(name, UpstreamHealth())
+        health.add(event)
         if outcome not in _UNSENT:
             elapsed = event.elapsed_ms
             self.latency._add(elapsed)  # schema-validated: finite, 0..86,400,000 ms
@@ -268,6 +277,7 @@ class WindowAggregate:
         )
         self.latency = merge_all(c.latency for c in cells)
         self._set_examples(slowest, recent_errors)
+        self.upstreams = _merge_upstreams(cells)
 
     @classmethod
     def slide(
@@ -328,6 +338,8 @@ class WindowAggregate:
         out._set_examples(
             {e for c in sources for e in c.slowest}, {e for c in sources for e in c.recent_errors}
         )
+        # Breaker observations are not subtractable (last state, transitions): re-merge them.
+        out.upstreams = _merge_upstreams(members)
         return out
 
     def _set_examples(self, slowest: Iterable[Example], errors: Iterable[ErrorExample]) -> None:
@@ -352,6 +364,7 @@ class WindowAggregate:
         data["latency"] = self.latency.to_data()
         data["slowest"] = [list(e) for e in self.slowest]
         data["recent_errors"] = [list(e) for e in self.recent_errors]
+        data["upstreams"] = {u: h.to_data() for u, h in sorted(self.upstreams.items())}
         return data
 
     def __json__(self) -> dict[str, Any]:
@@ -391,6 +404,10 @@ class WindowAggregate:
         if len(slowest) > SLOWEST_EXAMPLES or len(errors) > ERROR_EXAMPLES:
             raise ValueError("too many examples")
         cell._set_examples(slowest, errors)
+        upstreams = data.get("upstreams", {})
+        if len(upstreams) > MAX_UPSTREAMS_PER_CELL:
+            raise ValueError("too many upstreams in one cell")
+        cell.upstreams = {str(u): UpstreamHealth.from_data(h) for u, h in upstreams.items()}
         return cell
 
     def __repr__(self) -> str:
@@ -418,6 +435,20 @@ def merged_examples(cells: Iterable[WindowAggregate]) -> list[Example]:
             seen.add(request_id)
             out.append((elapsed, trace_id, request_id))
     return out
+
+
+def _merge_upstreams(cells: Iterable[WindowAggregate]) -> dict[str, UpstreamHealth]:
+    grouped: dict[str, list[UpstreamHealth]] = {}
+    for c in cells:
+        for upstream, health in c.upstreams.items():
+            grouped.setdefault(upstream, []).append(health)
+    merged = {u: UpstreamHealth.merge_all(hs) for u, hs in sorted(grouped.items())}
+    if len(merged) > MAX_UPSTREAMS_PER_CELL:  # a merge over routes may see more upstreams
+        kept = dict(list(merged.items())[: MAX_UPSTREAMS_PER_CELL - 1])
+        rest = [h for u, h in merged.items() if u not in kept]
+        kept[OVERFLOW_UPSTREAM] = UpstreamHealth.merge_all(rest)
+        merged = kept
+    return merged
 
 
 def _count(value: Any, name: str) -> int:

@@ -280,6 +280,19 @@ class SummaryView:
             )
         return entry.stats
 
+    def parts(self, key: str, view: str, *, end: float | None = None) -> list[WindowAggregate]:
+        """The aggregates whose union is ``key``'s view (a merged prefix and the last cell).
+
+        Read-only: callers must not mutate them. Empty for an unknown key.
+        """
+        buckets_for_view(0, view)
+        if key not in self._cells:
+            return []
+        end_bucket = self._end_bucket(end)
+        if end_bucket is None:
+            return []
+        return self._view_parts(key, view, end_bucket, None)
+
     def query(
         self,
         *,

@@ -59,7 +59,9 @@ class _Logical:
         self, request: httpx.Request, upstream: str, route: str, trace_id: str, flags: int
     ) -> None:
         self.request = request
-        self.method = request.method if request.method in _METHODS else request.method.upper()
+        method = request.method.upper()
+        # Extension methods (PROPFIND, ...) are an open set: one bounded label for them all.
+        self.method = method if method in _METHODS else "OTHER"
         self.upstream = upstream
         self.route = route
         self.trace_id = trace_id

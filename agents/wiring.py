@@ -102,7 +102,7 @@ def build_runtime(ctx: EgressApp, *, metrics: EgressMetrics | None = None) -> Ru
     processor = IngestProcessor(
         metrics=metrics, validator=EventValidator("ingest"), watermark=watermark
     )
-    view = SummaryView()
+    view = SummaryView(max_cells=settings.view_max_cells)
     follower = ChangelogFollower(
         bootstrap=settings.kafka_bootstrap,
         topic=ctx.cells_changelog_topic,

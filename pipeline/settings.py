@@ -41,6 +41,16 @@ class WorkerSettings:
     # How often windows are expired, alerts evaluated and gauges refreshed.
     tick_interval_s: float = 1.0
     api_token: str | None = None
+    # Cells every worker keeps in its query view (~5 KB each): keys x 90 buckets fits.
+    view_max_cells: int = 50_000
+    # API protections (see docs/api.md): token bucket per client (0 turns it off), the table
+    # of client buckets is bounded; proxies whose X-Forwarded-For is trusted (comma-separated
+    # addresses; none by default); server-side timeout of a request.
+    api_rate_per_s: float = 50.0
+    api_burst: int = 100
+    api_max_clients: int = 10_000
+    api_trusted_proxies: str | None = None
+    api_timeout_s: float = 5.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -1,95 +1,135 @@
-"""The worker's HTTP app (Starlette): a factory, no module-level clients.
+"""The worker's HTTP app: a Starlette factory, served by uvicorn on the worker's loop.
 
-This first cut serves what the metrics engine needs: the Prometheus scrape, the windowed
-query over all workers' keys, and liveness/readiness. The API issue grows it.
+:func:`create_api` builds the route list, the middleware list and a lifespan from the
+settings and a :class:`~api.backend.Backend`; there are no module-level clients.
+
+Routes (each ``/v1/<path>`` also answers at the seed's ``/<path>``): ``health/live``,
+``health/ready``, ``metrics/network``, ``resilience/state``, ``metrics``; plus
+``/v1/openapi.json`` and whatever ``extra_routes`` the caller adds (the WebSocket and the
+dashboard), which get the same middleware.
+
+Middleware, outermost first, all pure ASGI:
+
+1. tracing: trace id on every response and log line, 500 for unhandled errors;
+2. rate limit per client (token bucket, bounded table), 429;
+3. bearer auth on all but health, when ``settings.api_token`` is set, 401;
+4. server-side timeout (HTTP only), 504.
+
+Errors of every kind share one JSON body (``api.errors``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Final
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.openmetrics.exposition import (
-    CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE,
-)
-from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
 
-from pipeline.settings import WorkerSettings
-from tables.windows import VIEWS
+from api import openapi
+from api.backend import Backend
+from api.errors import exception_handlers
+from api.middleware.auth import BearerAuthMiddleware
+from api.middleware.ratelimit import RateLimitMiddleware, TokenBuckets
+from api.middleware.timeout import TimeoutMiddleware
+from api.middleware.tracing import RequestCounts, TracingMiddleware
+from api.routes import health, metrics, network, resilience
+from pipeline.logs import log_fields
+from pipeline.settings import SettingsError, WorkerSettings
 
 __all__ = ["create_api"]
 
-_MAX_LIMIT = 1_000
+_log: Final = logging.getLogger("egresswatch.api")
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-
-
-def create_api(settings: WorkerSettings, *, runtime: Any) -> Starlette:
-    """``runtime``: the worker's :class:`agents.wiring.Runtime` (view, metrics, follower)."""
-
-    async def metrics(request: Request) -> Response:
-        registry = runtime.registry
-        if "application/openmetrics-text" in request.headers.get("accept", ""):
-            body = generate_openmetrics(registry)  # type: ignore[no-untyped-call]
-            return Response(body, media_type=OPENMETRICS_CONTENT_TYPE)
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    async def network(request: Request) -> Response:
-        params = request.query_params
-        window = params.get("window", "1m")
-        if window not in VIEWS:
-            return _error(422, "invalid_window", f"window must be one of {sorted(VIEWS)}")
-        try:
-            offset = int(params.get("offset", "0"))
-            limit = int(params.get("limit", "100"))
-        except ValueError:
-            return _error(422, "invalid_pagination", "offset and limit must be integers")
-        if offset < 0 or not 0 < limit <= _MAX_LIMIT:
-            return _error(422, "invalid_pagination", f"offset >= 0 and 0 < limit <= {_MAX_LIMIT}")
-        items, total = runtime.view.query(
-            service=params.get("service"),
-            route=params.get("route"),
-            method=params.get("method"),
-            view=window,
-            offset=offset,
-            limit=limit,
+def _check(settings: WorkerSettings) -> None:
+    if not (settings.api_rate_per_s >= 0 and math.isfinite(settings.api_rate_per_s)):
+        raise SettingsError(
+            "api_rate_per_s must be >= 0 (0 turns rate limiting off), "
+            f"got {settings.api_rate_per_s}"
         )
-        return JSONResponse(
-            {
-                "window": window,
-                "total": total,
-                "offset": offset,
-                "limit": limit,
-                "items": [dataclasses.asdict(item) for item in items],
-            }
+    if settings.api_burst < 1:
+        raise SettingsError(f"api_burst must be >= 1, got {settings.api_burst}")
+    if settings.api_max_clients < 1:
+        raise SettingsError(f"api_max_clients must be >= 1, got {settings.api_max_clients}")
+    if not (settings.api_timeout_s > 0 and math.isfinite(settings.api_timeout_s)):
+        raise SettingsError(f"api_timeout_s must be > 0, got {settings.api_timeout_s}")
+
+
+def create_api(
+    settings: WorkerSettings,
+    *,
+    backend: Backend,
+    extra_routes: Sequence[BaseRoute] = (),
+    clock: Callable[[], float] = time.monotonic,
+) -> Starlette:
+    """The API of one worker. ``clock`` drives the rate limiter's buckets (tests pass a
+    fake one). Raises :class:`~pipeline.settings.SettingsError` for unusable settings."""
+    _check(settings)
+    counts = RequestCounts()
+    buckets = (
+        TokenBuckets(
+            rate_per_s=settings.api_rate_per_s,
+            burst=settings.api_burst,
+            max_clients=settings.api_max_clients,
+            clock=clock,
         )
+        if settings.api_rate_per_s > 0
+        else None
+    )
+    collector = metrics.ApiCollector(counts, buckets)
 
-    async def live(request: Request) -> Response:
-        return JSONResponse({"status": "live"})
+    middleware = [Middleware(TracingMiddleware, counts=counts)]
+    if buckets is not None:
+        proxies = [p.strip() for p in (settings.api_trusted_proxies or "").split(",")]
+        middleware.append(
+            Middleware(RateLimitMiddleware, buckets=buckets, trusted_proxies=filter(None, proxies))
+        )
+    if settings.api_token:
+        middleware.append(Middleware(BearerAuthMiddleware, token=settings.api_token))
+    middleware.append(Middleware(TimeoutMiddleware, timeout_s=settings.api_timeout_s))
 
-    async def ready(request: Request) -> Response:
-        reasons = runtime.readiness()
-        pipeline = runtime.pipeline_stats()
-        if reasons:
-            return JSONResponse(
-                {"status": "not_ready", "reasons": reasons, "pipeline": pipeline}, status_code=503
-            )
-        return JSONResponse({"status": "ready", "pipeline": pipeline})
-
-    routes = [
-        Route("/metrics", metrics),
-        Route("/v1/metrics/network", network),
-        Route("/metrics/network", network),
-        Route("/v1/health/live", live),
-        Route("/health/live", live),
-        Route("/v1/health/ready", ready),
-        Route("/health/ready", ready),
+    routes: list[BaseRoute] = [
+        *health.routes(backend),
+        *network.routes(backend),
+        *resilience.routes(backend),
+        *metrics.routes(backend),
+        *openapi.routes(),
+        *extra_routes,
     ]
-    return Starlette(routes=routes)
+
+    running = 0  # lifespans of this app running at once (one per server; tests may nest)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        nonlocal running
+        registry = backend.registry
+        running += 1
+        if running == 1:
+            registry.register(collector)
+        _log.info(
+            "api started",
+            extra=log_fields(
+                auth=bool(settings.api_token),
+                rate_per_s=settings.api_rate_per_s,
+                timeout_s=settings.api_timeout_s,
+            ),
+        )
+        try:
+            yield
+        finally:
+            running -= 1
+            if running == 0:
+                registry.unregister(collector)
+
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers=exception_handlers(),
+        lifespan=lifespan,
+    )

@@ -68,7 +68,7 @@ def build_worker(settings: WorkerSettings) -> tuple[EgressApp, faust.Worker]:
     runtime = build_runtime(ctx)
     register(runtime)
     http = HttpService(
-        create_api(settings, runtime=runtime), host=settings.http_host, port=settings.http_port
+        create_api(settings, backend=runtime), host=settings.http_host, port=settings.http_port
     )
     worker = faust.Worker(ctx.app, http, loglevel="warning", quiet=True)
     return ctx, worker

@@ -5,16 +5,16 @@ Contract of :class:`ObjectStore` (every implementation):
 - ``put(key, data)`` writes the whole object under ``key``, replacing any object of that key,
   and returns only when the store holds exactly ``data``: an S3 store sends ``Content-MD5``
   (the server rejects a body that does not match it) and checks that the ETag of the answer
-  is the same MD5; a local store re-reads the file it renamed into place. Anything else
-  raises a :class:`~sinks.errors.SinkError`: ``ChecksumMismatch`` (retriable, never
-  acknowledged), ``SinkUnavailable`` (retriable) or ``SinkRejected``.
-- ``get(key)`` and ``list_keys(prefix)`` are for readers and tests; ``list_keys`` returns the sorted
-  keys that start with ``prefix`` (a string prefix, as S3 has it).
+  is the same MD5; a local store re-reads its temporary file before renaming it into place.
+  Anything else raises a :class:`~sinks.errors.SinkError`: ``ChecksumMismatch``
+  (retriable, never acknowledged), ``SinkUnavailable`` (retriable) or ``SinkRejected``.
+- ``get(key)`` and ``list_keys(prefix)`` are for readers and tests; ``list_keys`` returns
+  the sorted keys that start with ``prefix`` (a string prefix, as S3 has it).
 
 :class:`LocalStore` is the embedded default (no S3 endpoint configured): the same key
-layout in a folder, each object written atomically (temporary file, fsync, rename, fsync
-of the folder). Its file I/O runs in a thread, off the event loop. The S3 store lives in
-:mod:`sinks.s3`.
+layout in a folder, each object written atomically (temporary file, fsync, read back,
+rename, fsync of the folder). Its file I/O runs in a thread, off the event loop. The S3
+store lives in :mod:`sinks.s3`.
 """
 
 from __future__ import annotations
@@ -85,12 +85,11 @@ class LocalStore:
     async def put(self, key: str, data: bytes) -> None:
         path = self.path_of(key)
         try:
-            await asyncio.to_thread(self._put, path, data)
+            written = await asyncio.to_thread(self._put, path, data)
         except OSError as exc:
             raise _map_os_error(key, exc) from exc
-        written = await self.get(key)
-        if md5_hex(written) != md5_hex(data):
-            raise ChecksumMismatch(key, md5_hex(data), md5_hex(written))
+        if written != md5_hex(data):
+            raise ChecksumMismatch(key, md5_hex(data), written)
 
     async def get(self, key: str) -> bytes:
         path = self.path_of(key)
@@ -107,19 +106,23 @@ class LocalStore:
         except OSError as exc:
             raise _map_os_error(prefix, exc) from exc
 
-    def _put(self, path: Path, data: bytes) -> None:
+    def _put(self, path: Path, data: bytes) -> str:
+        """Write, fsync and read back a temporary file, rename it into place; its MD5."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:
-            with open(tmp, "wb") as file:
+            with open(tmp, "w+b") as file:
                 file.write(data)
                 file.flush()
                 os.fsync(file.fileno())
-            os.replace(tmp, path)
-        except BaseException:
+                file.seek(0)
+                written = md5_hex(file.read())
+            if written == md5_hex(data):
+                os.replace(tmp, path)
+        finally:
             tmp.unlink(missing_ok=True)
-            raise
         _fsync_dir(path.parent)
+        return written
 
     def _list(self, prefix: str) -> list[str]:
         # Walk only the deepest folder the prefix names in full, then filter by string prefix.

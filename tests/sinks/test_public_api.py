@@ -15,6 +15,7 @@ MODULES = [
     "sinks.errors",
     "sinks.jsonl",
     "sinks.keys",
+    "sinks.metrics",
     "sinks.records",
     "sinks.s3",
     "sinks.spool",

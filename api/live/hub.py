@@ -7,9 +7,9 @@ Contract (invariant I3, bounded resources):
   ``refused_total``.
 - Each client has its own buffer of at most ``buffer_size`` messages. A message that finds
   it full pushes the oldest out (drop-oldest); the client's ``dropped_total`` counts them,
-  and the client is told once per frame with a ``dropped`` notice placed before the
-  messages that follow the gap. Messages are encoded once and shared, so a full buffer costs
-  ``buffer_size`` references, not copies.
+  and the client is told with a ``dropped`` notice placed right before the messages that
+  follow the gap (at most one per frame, only in frames that carry data). Messages are
+  encoded once and shared, so a full buffer costs ``buffer_size`` references, not copies.
 - Flow control: a client that acks (``{"type": "ack", "count": N}``, N = data messages
   received so far) has at most ``window`` data messages in flight; the rest wait in its
   buffer, where drop-oldest applies. This keeps a slow reader's backlog on the server, small
@@ -121,17 +121,19 @@ class LiveClient:
         """The next frame's lines: session messages, a dropped notice, then data."""
         lines = list(self._controls)
         self._controls.clear()
-        if self._unreported:
-            lines.append(
-                control("dropped", self.trace_id, count=self._unreported, total=self.dropped_total)
-            )
-            self._unreported = 0
         room = max_messages
         if self.acked is not None:
             room = min(room, self.window - self.in_flight)
         buffer = self.buffer
         n = min(room, len(buffer))
         if n > 0:
+            if self._unreported:  # the notice goes with the data that follows the gap
+                lines.append(
+                    control(
+                        "dropped", self.trace_id, count=self._unreported, total=self.dropped_total
+                    )
+                )
+                self._unreported = 0
             lines.extend(buffer.popleft().text for _ in range(n))
             self.sent_total += n
         return lines

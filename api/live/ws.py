@@ -123,12 +123,16 @@ class LiveEndpoint:
         receiver = asyncio.ensure_future(self._receive(websocket, client))
         heartbeat = asyncio.ensure_future(self._heartbeat(client))
         tasks = {sender, receiver, heartbeat}
+        for task in tasks:
+            task.add_done_callback(_retrieve)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Not gather(): under cancellation it would raise the children's CancelledError,
+            # not the one the caller's cancel scope is waiting for.
+            await asyncio.wait(tasks)
         if heartbeat.done() and not heartbeat.cancelled() and heartbeat.exception() is None:
             self.heartbeat_timeouts_total += 1
             _log.info(
@@ -191,3 +195,9 @@ class LiveEndpoint:
             return
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
             await asyncio.wait_for(websocket.close(code, reason), self.close_timeout_s)
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark a session task's outcome as seen (a peer gone mid-send is not an error)."""
+    if not task.cancelled():
+        task.exception()

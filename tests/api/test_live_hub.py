@@ -6,6 +6,7 @@ import gc
 import json
 import random
 import tracemalloc
+from typing import Any
 
 import msgspec
 import pytest
@@ -45,7 +46,7 @@ def msg(route: str = "/a", *, severity: int = 0, service: str = "checkout") -> L
 
 
 def alert(**kw) -> AlertRecord:
-    fields = {
+    fields: dict[str, Any] = {
         "alert_id": "a" * 32,
         "status": "firing",
         "rule": "latency",
@@ -72,7 +73,7 @@ def alert(**kw) -> AlertRecord:
     return AlertRecord(**fields)
 
 
-def lines(frame: list[str]) -> list[dict]:
+def lines(frame: list[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in frame]
 
 

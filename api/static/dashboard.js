@@ -1,0 +1,304 @@
+// egresswatch live dashboard: the /v1/ws/events feed (protocol in docs/live.md), plus two
+// REST polls: /v1/metrics/network (p50/p95/p99 per route) and /v1/resilience/state.
+// No framework, no CDN: this file, dashboard.css and dashboard.html are the whole page.
+"use strict";
+
+(() => {
+  const MAX_ROWS = 200;            // live event rows kept in the DOM
+  const POLL_MS = 5000;            // REST polls
+  const HISTORY_POINTS = 120;      // chart history per route (10 minutes at 5 s)
+  const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
+  const RANK = { info: 0, warning: 1, error: 2, critical: 3 };
+
+  const $ = (id) => document.getElementById(id);
+  const form = $("filters");
+  const query = new URLSearchParams(location.search);
+  const token = query.get("token");
+  for (const name of ["min_severity", "service", "route"]) {
+    if (query.get(name)) form.elements[name].value = query.get(name);
+  }
+
+  const live = { ws: null, attempt: 0, session: 0, received: 0, dropped: 0, filter: readFilter() };
+  const alerts = new Map();        // alert_id -> latest record
+  const latency = new Map();       // "service method route" -> [{t, p50, p95, p99}]
+
+  // -- filters ----------------------------------------------------------------------------
+
+  function readFilter() {
+    const value = (name) => form.elements[name].value.trim() || null;
+    return { min_severity: value("min_severity") || "info", service: value("service"),
+      route: value("route") };
+  }
+
+  function matches(filter, row) {
+    if (RANK[row.dataset.severity] < RANK[filter.min_severity]) return false;
+    if (filter.service && row.dataset.service !== filter.service) return false;
+    if (!filter.route || row.dataset.route === filter.route) return true;
+    if (!filter.route.includes("*")) return false;
+    const glob = filter.route.replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*");
+    return new RegExp(`^${glob}$`).test(row.dataset.route);
+  }
+
+  let filterTimer = null;
+  form.addEventListener("input", () => {
+    clearTimeout(filterTimer);
+    filterTimer = setTimeout(applyFilter, 250);
+  });
+  form.addEventListener("submit", (event) => { event.preventDefault(); applyFilter(); });
+
+  function applyFilter() {
+    live.filter = readFilter();
+    const url = new URLSearchParams(token ? { token } : {});
+    for (const [name, value] of Object.entries(live.filter)) {
+      if (value && !(name === "min_severity" && value === "info")) url.set(name, value);
+    }
+    window.history.replaceState(null, "", `${location.pathname}?${url}`);
+    for (const row of [...$("events").tBodies[0].rows]) {
+      if (row.dataset.severity && !matches(live.filter, row)) row.remove();
+    }
+    $("filter-state").textContent = "applying…";
+    send({ type: "filter", ...live.filter });
+  }
+
+  // -- the WebSocket, with reconnect and backoff -------------------------------------------
+
+  function wsUrl() {
+    const params = new URLSearchParams();
+    for (const [name, value] of Object.entries(live.filter)) if (value) params.set(name, value);
+    if (token) params.set("token", token);
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    return `${scheme}://${location.host}/v1/ws/events?${params}`;
+  }
+
+  function send(message) {
+    if (live.ws && live.ws.readyState === WebSocket.OPEN) live.ws.send(JSON.stringify(message));
+  }
+
+  function connect() {
+    setStatus("connecting", "connecting…");
+    const ws = new WebSocket(wsUrl());
+    live.ws = ws;
+    let count = 0;                   // data messages received in this session, for acks
+    ws.onopen = () => {
+      live.attempt = 0;
+      setStatus("live", "live");
+      ws.send(JSON.stringify({ type: "ack", count: 0 }));  // opt in to flow control
+    };
+    ws.onmessage = (event) => {
+      const rows = [];
+      for (const line of event.data.split("\n")) {
+        const message = JSON.parse(line);
+        if (message.type === "event" || message.type === "alert") count += 1;
+        handle(message, rows);
+      }
+      if (rows.length) addRows(rows);
+      ws.send(JSON.stringify({ type: "ack", count }));
+      showCounters();
+    };
+    ws.onclose = (event) => {
+      if (live.ws !== ws) return;
+      live.ws = null;
+      const base = BACKOFF_MS[Math.min(live.attempt, BACKOFF_MS.length - 1)];
+      const delay = Math.round(base * (0.75 + Math.random() / 2));
+      live.attempt += 1;
+      const why = event.reason ? `${event.code} ${event.reason}` : `${event.code}`;
+      setStatus("down", `disconnected (${why}), retrying in ${(delay / 1000).toFixed(1)} s`);
+      setTimeout(connect, delay);
+    };
+  }
+
+  function handle(message, rows) {
+    switch (message.type) {
+      case "event": live.received += 1; rows.push(eventRow(message)); break;
+      case "alert": onAlert(message); break;
+      case "dropped":
+        live.dropped += message.count;
+        rows.push(noteRow(`${message.count} events dropped: this page fell behind`));
+        break;
+      case "ping": send({ type: "pong", id: message.id }); break;
+      case "hello": live.session = message.session; break;
+      case "filter": $("filter-state").textContent = "filter applied"; break;
+      case "error": $("filter-state").textContent = `server: ${message.message}`; break;
+      default: break;
+    }
+  }
+
+  function setStatus(state, text) {
+    const status = $("status");
+    status.dataset.state = state;
+    status.textContent = text;
+  }
+
+  function showCounters() {
+    $("counters").textContent =
+      `session ${live.session} · ${live.received} events · ${live.dropped} dropped`;
+  }
+
+  // -- live events ------------------------------------------------------------------------
+
+  function cell(text, className) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (className) td.className = className;
+    return td;
+  }
+
+  function eventRow(event) {
+    const tr = document.createElement("tr");
+    Object.assign(tr.dataset, { severity: event.severity, service: event.service,
+      route: event.route, trace: event.trace_id });
+    const time = new Date((event.started_at * 1000) + event.elapsed_ms).toLocaleTimeString();
+    tr.append(
+      cell(time), cell(event.severity, `sev sev-${event.severity}`), cell(event.service),
+      cell(event.method), cell(event.route), cell(event.status_code ?? event.outcome),
+      cell(event.elapsed_ms.toFixed(1), "num"), cell(event.trace_id, "trace"));
+    return tr;
+  }
+
+  function noteRow(text) {
+    const tr = document.createElement("tr");
+    tr.className = "gap";
+    const td = cell(text);
+    td.colSpan = 8;
+    tr.append(td);
+    return tr;
+  }
+
+  function addRows(rows) {
+    const body = $("events").tBodies[0];
+    body.prepend(...rows.reverse());
+    while (body.rows.length > MAX_ROWS) body.deleteRow(-1);
+    $("event-note").textContent = `latest ${body.rows.length}`;
+  }
+
+  // -- alerts -----------------------------------------------------------------------------
+
+  function onAlert(record) {
+    if (record.status === "resolved") alerts.delete(record.alert_id);
+    else alerts.set(record.alert_id, record);
+    const banner = $("alerts");
+    banner.replaceChildren(...[...alerts.values()].map((a) => {
+      const p = document.createElement("p");
+      p.textContent = a.message;
+      p.dataset.trace = a.trace_id;
+      return p;
+    }));
+    banner.hidden = alerts.size === 0;
+  }
+
+  // -- REST polls: latency per route and breakers -------------------------------------------
+
+  async function getJson(path) {
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
+    const response = await fetch(path, { headers, cache: "no-store" });
+    if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+    return response.json();
+  }
+
+  async function pollLatency() {
+    try {
+      const body = await getJson("/v1/metrics/network?window=1m&limit=1000");
+      const now = Date.now();
+      const items = body.items.filter((item) => item.requests > 0);
+      for (const item of items) {
+        const key = `${item.service} ${item.method} ${item.route}`;
+        const points = latency.get(key) || [];
+        points.push({ t: now, p50: item.p50_ms, p95: item.p95_ms, p99: item.p99_ms });
+        if (points.length > HISTORY_POINTS) points.shift();
+        latency.set(key, points);
+      }
+      items.sort((a, b) => b.requests - a.requests);
+      showRoutes(items);
+      $("chart-note").textContent = "";
+    } catch (error) {
+      $("chart-note").textContent = `unavailable (${error.message})`;
+    }
+    drawChart();
+  }
+
+  function showRoutes(items) {
+    const select = $("chart-route");
+    const chosen = select.value;
+    select.replaceChildren(...items.map((item) => {
+      const key = `${item.service} ${item.method} ${item.route}`;
+      return new Option(key, key, false, key === chosen);
+    }));
+    $("routes").tBodies[0].replaceChildren(...items.slice(0, 20).map((item) => {
+      const tr = document.createElement("tr");
+      const ms = (v) => (v == null ? "–" : v.toFixed(1));
+      tr.append(cell(item.service), cell(item.method), cell(item.route),
+        cell(item.rate_per_s.toFixed(1), "num"), cell(`${(item.error_rate * 100).toFixed(1)}%`,
+          "num"), cell(ms(item.p50_ms), "num"), cell(ms(item.p95_ms), "num"),
+        cell(ms(item.p99_ms), "num"));
+      return tr;
+    }));
+  }
+
+  $("chart-route").addEventListener("change", drawChart);
+
+  function drawChart() {
+    const canvas = $("chart");
+    const ctx = canvas.getContext("2d");
+    const { width, height } = canvas;
+    const pad = { left: 52, right: 10, top: 10, bottom: 22 };
+    ctx.clearRect(0, 0, width, height);
+    ctx.font = "11px system-ui, sans-serif";
+    const points = latency.get($("chart-route").value) || [];
+    if (points.length === 0) {
+      ctx.fillStyle = "#6b7385";
+      ctx.fillText("waiting for window data…", pad.left, height / 2);
+      return;
+    }
+    const now = Date.now();
+    const span = HISTORY_POINTS * POLL_MS;
+    const top = Math.max(1, ...points.map((p) => p.p99 || 0)) * 1.15;
+    const x = (t) => pad.left + (width - pad.left - pad.right) * (1 - (now - t) / span);
+    const y = (v) => height - pad.bottom - (height - pad.top - pad.bottom) * (v / top);
+    ctx.strokeStyle = "#dde1e8";
+    ctx.fillStyle = "#6b7385";
+    for (let i = 0; i <= 4; i += 1) {
+      const v = (top * i) / 4;
+      ctx.beginPath(); ctx.moveTo(pad.left, y(v)); ctx.lineTo(width - pad.right, y(v)); ctx.stroke();
+      ctx.fillText(`${v.toFixed(v < 10 ? 1 : 0)} ms`, 4, y(v) + 4);
+    }
+    ctx.fillText("-10 min", pad.left, height - 6);
+    ctx.fillText("now", width - pad.right - 22, height - 6);
+    const styles = getComputedStyle(document.documentElement);
+    for (const q of ["p50", "p95", "p99"]) {
+      ctx.strokeStyle = styles.getPropertyValue(`--${q}`).trim();
+      ctx.lineWidth = 2;
+      ctx.beginPath();
+      let started = false;
+      for (const p of points) {
+        if (p[q] == null) continue;
+        if (started) ctx.lineTo(x(p.t), y(p[q])); else ctx.moveTo(x(p.t), y(p[q]));
+        started = true;
+      }
+      ctx.stroke();
+    }
+  }
+
+  async function pollBreakers() {
+    try {
+      const body = await getJson("/v1/resilience/state");
+      const upstreams = body.upstreams || [];
+      $("breakers").tBodies[0].replaceChildren(...upstreams.map((u) => {
+        const tr = document.createElement("tr");
+        const rate = typeof u.failure_rate === "number" ? `${(u.failure_rate * 100).toFixed(1)}%` : "–";
+        tr.append(cell(u.service), cell(u.upstream), cell(u.breaker_state || "–",
+          `state-${u.breaker_state}`), cell(rate, "num"), cell(u.calls ?? "–", "num"));
+        return tr;
+      }));
+      $("breakers-note").textContent = upstreams.length ? "" : "no upstream reported yet";
+    } catch (error) {
+      $("breakers-note").textContent = `unavailable (${error.message})`;
+    }
+  }
+
+  connect();
+  showCounters();
+  pollLatency();
+  pollBreakers();
+  setInterval(pollLatency, POLL_MS);
+  setInterval(pollBreakers, POLL_MS);
+})();

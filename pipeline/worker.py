@@ -59,18 +59,39 @@ class HttpService(Service):
                 await self._serving
 
 
+class _LiveFeedService(Service):
+    """Runs the live feed (``api.live.KafkaLiveFeed``) for as long as the worker."""
+
+    def __init__(self, feed: Any, **kwargs: Any) -> None:
+        self._feed = feed
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        await self._feed.start()
+
+    async def on_stop(self) -> None:
+        await self._feed.stop()
+
+
 def build_worker(settings: WorkerSettings) -> tuple[EgressApp, faust.Worker]:
     """Topics must exist first (see :func:`run_worker`); returns the app and its worker."""
     from agents.wiring import build_runtime, register
     from api.app import create_api
+    from api.live import KafkaLiveFeed, LiveHub, live_routes
 
     ctx = create_app(settings)
     runtime = build_runtime(ctx)
     register(runtime)
-    http = HttpService(
-        create_api(settings, backend=runtime), host=settings.http_host, port=settings.http_port
+    hub = LiveHub()
+    feed = KafkaLiveFeed(
+        hub,
+        bootstrap=settings.kafka_bootstrap,
+        probe_topic=settings.probe_topic,
+        alerts_topic=settings.alerts_topic,
     )
-    worker = faust.Worker(ctx.app, http, loglevel="warning", quiet=True)
+    api = create_api(settings, backend=runtime, extra_routes=live_routes(hub))
+    http = HttpService(api, host=settings.http_host, port=settings.http_port)
+    worker = faust.Worker(ctx.app, http, _LiveFeedService(feed), loglevel="warning", quiet=True)
     return ctx, worker
 
 

@@ -281,7 +281,7 @@ def openapi_document() -> dict[str, Any]:
     ]
     text = {"type": "string"}
     metrics_ok = {
-        "description": "Prometheus text format 0.0.4, or OpenMetrics if Accept asks for it.",
+        "description": "Prometheus text format, or OpenMetrics if Accept asks for it.",
         "headers": {
             "x-trace-id": _ref("headers", "TraceId"),
             "traceparent": _ref("headers", "TraceParent"),

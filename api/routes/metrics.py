@@ -1,8 +1,8 @@
 """``GET /v1/metrics`` (and ``/metrics``): the Prometheus scrape of the worker's registry.
 
-Text format 0.0.4 by default; OpenMetrics when the ``Accept`` header asks for
-``application/openmetrics-text``. Behind the bearer token when one is set (configure the
-scrape job's ``authorization``).
+Prometheus text format by default (prometheus_client's ``CONTENT_TYPE_LATEST``); OpenMetrics
+when the ``Accept`` header asks for ``application/openmetrics-text``. Behind the bearer token
+when one is set (configure the scrape job's ``authorization``).
 
 :class:`ApiCollector` adds the API's own figures to that registry while the app runs
 (registered by the app's lifespan):

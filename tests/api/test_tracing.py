@@ -110,5 +110,5 @@ def test_websocket_accept_carries_the_trace(make_client: MakeClient) -> None:
     client = make_client(extra_routes=[WebSocketRoute("/v1/ws/echo", _echo)])
     with client.websocket_connect("/v1/ws/echo", headers={"traceparent": INCOMING}) as ws:
         assert ws.receive_json() == {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}
-        headers = dict(ws.extra_headers)
+        headers: dict[bytes, bytes] = dict(ws.extra_headers or [])
     assert headers[b"x-trace-id"] == b"4bf92f3577b34da6a3ce929d0e0e4736"

@@ -18,7 +18,8 @@
     if (query.get(name)) form.elements[name].value = query.get(name);
   }
 
-  const live = { ws: null, attempt: 0, session: 0, received: 0, dropped: 0, filter: readFilter() };
+  const live = { ws: null, attempt: 0, session: 0, received: 0, dropped: 0, filter: readFilter(),
+    filterPending: false, unfiltered: 0 };  // unfiltered: events the server should not have sent
   const alerts = new Map();        // alert_id -> latest record
   const latency = new Map();       // "service method route" -> [{t, p50, p95, p99}]
 
@@ -56,6 +57,7 @@
     for (const row of [...$("events").tBodies[0].rows]) {
       if (row.dataset.severity && !matches(live.filter, row)) row.remove();
     }
+    live.filterPending = true;
     $("filter-state").textContent = "applying…";
     send({ type: "filter", ...live.filter });
   }
@@ -81,6 +83,7 @@
     let count = 0;                   // data messages received in this session, for acks
     ws.onopen = () => {
       live.attempt = 0;
+      live.filterPending = false;  // the URL carried the current filter
       setStatus("live", "live");
       ws.send(JSON.stringify({ type: "ack", count: 0 }));  // opt in to flow control
     };
@@ -109,7 +112,13 @@
 
   function handle(message, rows) {
     switch (message.type) {
-      case "event": live.received += 1; rows.push(eventRow(message)); break;
+      case "event": {
+        live.received += 1;
+        const row = eventRow(message);
+        if (matches(live.filter, row)) rows.push(row);
+        else if (!live.filterPending) document.body.dataset.unfiltered = ++live.unfiltered;
+        break;   // (events already in flight when the filter changed are dropped quietly)
+      }
       case "alert": onAlert(message); break;
       case "dropped":
         live.dropped += message.count;
@@ -117,7 +126,10 @@
         break;
       case "ping": send({ type: "pong", id: message.id }); break;
       case "hello": live.session = message.session; break;
-      case "filter": $("filter-state").textContent = "filter applied"; break;
+      case "filter":
+        live.filterPending = false;
+        $("filter-state").textContent = "filter applied";
+        break;
       case "error": $("filter-state").textContent = `server: ${message.message}`; break;
       default: break;
     }
@@ -285,8 +297,9 @@
       $("breakers").tBodies[0].replaceChildren(...upstreams.map((u) => {
         const tr = document.createElement("tr");
         const rate = typeof u.failure_rate === "number" ? `${(u.failure_rate * 100).toFixed(1)}%` : "–";
-        tr.append(cell(u.service), cell(u.upstream), cell(u.breaker_state || "–",
-          `state-${u.breaker_state}`), cell(rate, "num"), cell(u.calls ?? "–", "num"));
+        const state = (u.breaker_state || "not reported") + (u.stuck_half_open ? " (stuck)" : "");
+        tr.append(cell(u.service), cell(u.upstream), cell(state, `state-${u.breaker_state}`),
+          cell(rate, "num"), cell(u.calls ?? "–", "num"));
         return tr;
       }));
       $("breakers-note").textContent = upstreams.length ? "" : "no upstream reported yet";

@@ -101,7 +101,11 @@ def _schemas() -> dict[str, Any]:
         {
             "service": {"type": "string"},
             "upstream": {"type": "string", "description": "host:port"},
-            "breaker_state": {"type": "string", "enum": _BREAKER_STATES},
+            "breaker_state": {
+                "type": ["string", "null"],
+                "enum": [*_BREAKER_STATES, None],
+                "description": "as last reported by the probes; null when none reported one",
+            },
             "failure_rate": _RATIO,
             "slow_call_rate": _RATIO,
             "calls": _COUNT,
@@ -114,6 +118,13 @@ def _schemas() -> dict[str, Any]:
             "breaker_open_rejections": _COUNT,
         },
         extra=True,
+    )
+    upstream["properties"].update(  # optional: present when the data source has them
+        {
+            "window": {"type": "string", "enum": list(VIEWS)},
+            "state_seen_at": {"type": ["number", "null"], "description": "epoch s"},
+            "half_open_since": {"type": ["number", "null"], "description": "epoch s"},
+        }
     )
     error = _obj(
         {

@@ -65,11 +65,11 @@ def _classify(what: str, exc: BaseException) -> SinkError:
         code = str(error.get("Code", ""))
         status = int(client_error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
         if code in _DIGEST_CODES:
-            return ChecksumMismatch(what, "Content-MD5", f"server said {code}")
+            return ChecksumMismatch(what, "the Content-MD5 sent", f"server refused it: {code}")
         if code in _MISSING_CODES:
             return NoSuchObject(what)
         if 400 <= status < 500 and status not in _TRANSIENT_STATUS:
-            return SinkRejected(f"{what}: {code or status}: {error.get('Message', '')}")
+            return SinkRejected(f"{what}: {code or status} {error.get('Message') or ''}".rstrip())
         return SinkUnavailable(f"{what}: {code or status}")
     if isinstance(exc, FileNotFoundError):
         return NoSuchObject(what)
@@ -126,7 +126,7 @@ class S3Store:
             config_kwargs={
                 "connect_timeout": connect_timeout_s,
                 "read_timeout": read_timeout_s,
-                "retries": {"max_attempts": 1, "mode": "standard"},
+                "retries": {"total_max_attempts": 1, "mode": "standard"},
                 "request_checksum_calculation": "when_required",
                 "response_checksum_validation": "when_required",
                 "s3": {"addressing_style": "path"},

@@ -35,7 +35,7 @@ from sinks.errors import (
     SinkUnavailable,
 )
 
-__all__ = ["LocalStore", "ObjectStore", "md5_hex"]
+__all__ = ["LocalStore", "ObjectStore", "md5_hex", "open_store"]
 
 
 @runtime_checkable
@@ -149,3 +149,20 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+async def open_store(
+    endpoint_url: str | None,
+    *,
+    access_key: str = "",
+    secret_key: str = "",
+    bucket: str = "egresswatch",
+    local_root: Path | str = "var/sink",
+) -> ObjectStore:
+    """The S3 store on ``endpoint_url``, or, with none configured, the embedded default: a
+    :class:`LocalStore` in ``local_root`` with the same key layout."""
+    if not endpoint_url:
+        return LocalStore(local_root)
+    from sinks.s3 import S3Store  # s3fs is imported only when an endpoint is configured
+
+    return await S3Store.open(endpoint_url, access_key, secret_key, bucket)

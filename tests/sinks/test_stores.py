@@ -109,3 +109,10 @@ def test_s3_errors_are_mapped_once(raised: BaseException, expected: type) -> Non
 def test_other_errors_pass_through() -> None:
     with pytest.raises(KeyError), map_s3_errors("k"):
         raise KeyError("a bug is not a store failure")
+
+
+async def test_without_an_endpoint_the_embedded_default_is_a_folder(tmp_path: Path) -> None:
+    from sinks.stores import open_store
+
+    store = await open_store(None, local_root=tmp_path / "sink")
+    assert isinstance(store, LocalStore) and store.root == tmp_path / "sink"

@@ -286,3 +286,27 @@ def test_config_is_checked() -> None:
         SinkConfig(prefix="../x")
     with pytest.raises(ValueError):
         SinkConfig(spool_low_water=0.9, spool_high_water=0.5)
+
+
+async def test_local_store_gets_the_same_layout(tmp_path, clock) -> None:
+    from sinks.config import SinkConfig
+    from sinks.spool import Spool
+    from sinks.stores import LocalStore
+    from sinks.writer import SinkWriter
+    from tests.sinks.fakes import breaker
+
+    store = LocalStore(tmp_path / "sink")
+    writer = SinkWriter(
+        store,
+        Spool(tmp_path / "spool", max_bytes=1 << 20),
+        breaker(clock),
+        config=SinkConfig(compress=True),
+        clock=clock,
+        monotonic=clock,
+    )
+    events = critical_events(5)
+    feed(writer, events)
+    await writer.flush_all()
+    (key,) = await store.list_keys()
+    assert parse_key(key).gzip and (tmp_path / "sink" / key).is_file()
+    assert read_events((tmp_path / "sink" / key).read_bytes()) == events

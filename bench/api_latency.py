@@ -1,0 +1,294 @@
+"""Latency of ``GET /v1/metrics/network`` under concurrent load, with >= 1,000 keys.
+
+Usage: ``python bench/api_latency.py [--quick] [--keys N] [--clients N] [--requests N]``
+
+- **Server** (a subprocess, as a worker serves it: one process, one event loop, uvicorn):
+  the real app from ``api.app.create_api`` over a real ``SummaryView`` holding ``keys`` keys
+  (``svcNN|GET|/route/NNNNN``, 20 services) with a cell in each of the 30 buckets of a 5m
+  view. While the clients run, a live writer upserts the open bucket of 5% of the keys
+  every 100 ms (as the changelog follower does under traffic, invalidating their cached
+  views), and opens a new bucket every 10 s (every key's view slides). Every middleware is
+  on: tracing, rate limit (at a rate it never reaches), timeout; no token. Log level
+  WARNING, as in the worker.
+- **Clients** (this process): ``clients`` concurrent httpx clients over keep-alive
+  connections send ``requests`` in all. The mix: window 10s / 1m / 5m at random; the
+  default page (``limit=100``) at a random offset (80%), or one service's keys (20%).
+  Latency is measured at the client, from send to the last byte of the body.
+- Separately, the full page (``limit=1000``, sequential, 5m) is timed for reference.
+
+Both run on the same machine (2 cores), so the figures include the client's own CPU.
+Target: p95 < 20 ms. The last line of output is one JSON object with ``p50_ms``,
+``p95_ms``, ``p99_ms`` and ``keys``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.schema import ProbeEvent, derive_severity  # noqa: E402
+from tables import BUCKET_S, SummaryView, WindowAggregate  # noqa: E402
+
+SERVICES = 20
+BUCKETS = 30  # one 5m view
+TARGET_P95_MS = 20.0
+
+
+# -- server side -------------------------------------------------------------------------
+
+
+def _event(key: str, started_at: float, elapsed_ms: float, n: int) -> ProbeEvent:
+    service, method, route = key.split("|", 2)
+    status = 503 if n % 50 == 0 else 200
+    outcome = "ok" if status == 200 else "http_error"
+    return ProbeEvent(
+        service=service,
+        started_at=started_at,
+        elapsed_ms=elapsed_ms,
+        method=method,  # type: ignore[arg-type]
+        route=route,
+        upstream="upstream.local:8080",
+        outcome=outcome,  # type: ignore[arg-type]
+        status_code=status,
+        error_class=None if status == 200 else "http_5xx",
+        severity=derive_severity(outcome=outcome, status_code=status, elapsed_ms=elapsed_ms),
+        trace_id=f"{n + 1:032x}",
+        request_id=f"{n + 1:016x}",
+        logical_request_id=f"{n + 1:016x}",
+    )
+
+
+def _cell(key: str, bucket: int, rng: random.Random, counter: list[int], events: int) -> Any:
+    cell = WindowAggregate(key, bucket)
+    for _ in range(events):
+        counter[0] += 1
+        cell.add(
+            _event(
+                key,
+                bucket + rng.uniform(0, BUCKET_S - 0.01),
+                rng.lognormvariate(3, 0.7),
+                counter[0],
+            )
+        )
+    return cell
+
+
+class _Backend:
+    """The parts of ``api.backend.Backend`` the network endpoint reads, on a real view."""
+
+    def __init__(self, view: SummaryView) -> None:
+        from prometheus_client import CollectorRegistry
+
+        self.view = view
+        self.registry = CollectorRegistry()
+
+    def readiness(self) -> list[str]:
+        return []
+
+    def pipeline_stats(self) -> dict[str, Any]:
+        return {"cells_view": len(self.view)}
+
+    def resilience_state(self) -> dict[str, Any]:
+        return {"upstreams": [], "pipeline": {}}
+
+    def firing_alerts(self) -> list[Any]:
+        return []
+
+
+async def _live_writer(view: SummaryView, keys: list[str], first_bucket: int, seed: int) -> None:
+    """Upsert the open bucket of 5% of the keys every 100 ms; a new bucket every 10 s."""
+    rng = random.Random(seed)
+    counter = [10**9]
+    started = time.monotonic()
+    sample = max(1, len(keys) // 20)
+    while True:
+        await asyncio.sleep(0.1)
+        bucket = first_bucket + int((time.monotonic() - started) // BUCKET_S) * BUCKET_S
+        for key in rng.sample(keys, sample):
+            view.upsert(_cell(key, bucket, rng, counter, 2))
+
+
+def serve(port: int, keys: int, seed: int) -> None:
+    import uvicorn
+
+    from api.app import create_api
+    from pipeline.logs import configure_json_logging
+    from pipeline.settings import WorkerSettings
+
+    configure_json_logging(logging.WARNING)
+    rng = random.Random(seed)
+    now_bucket = int(time.time()) // BUCKET_S * BUCKET_S
+    first = now_bucket - (BUCKETS - 1) * BUCKET_S
+    names = [f"svc{k % SERVICES:02d}|GET|/route/{k:05d}" for k in range(keys)]
+    view = SummaryView(max_cells=keys * (BUCKETS + 40))
+    counter = [0]
+    for bucket in range(first, now_bucket + BUCKET_S, BUCKET_S):
+        for key in names:
+            view.upsert(_cell(key, bucket, rng, counter, 3))
+    settings = WorkerSettings(api_rate_per_s=1e9, api_burst=10**9, api_timeout_s=5.0)
+    app = create_api(settings, backend=_Backend(view))
+
+    async def main() -> None:
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+        )
+        server = uvicorn.Server(config)
+        writer = asyncio.ensure_future(_live_writer(view, names, now_bucket + BUCKET_S, seed))
+        try:
+            await server.serve()
+        finally:
+            writer.cancel()
+
+    asyncio.run(main())
+
+
+# -- client side -------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def _params(rng: random.Random, keys: int) -> dict[str, str]:
+    window = rng.choice(("10s", "1m", "5m"))
+    if rng.random() < 0.2:
+        return {"window": window, "service": f"svc{rng.randrange(SERVICES):02d}"}
+    return {"window": window, "offset": str(rng.randrange(0, max(1, keys - 100))), "limit": "100"}
+
+
+async def _client(
+    base: str, keys: int, n: int, seed: int, out: list[float], errors: list[int]
+) -> None:
+    rng = random.Random(seed)
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        for _ in range(n):
+            params = _params(rng, keys)
+            started = time.perf_counter()
+            response = await client.get("/v1/metrics/network", params=params)
+            _ = response.content
+            out.append((time.perf_counter() - started) * 1000.0)
+            if response.status_code != 200:
+                errors.append(response.status_code)
+
+
+async def _load(base: str, keys: int, clients: int, total: int, seed: int) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors: list[int] = []
+    per_client = max(1, total // clients)
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(_client(base, keys, per_client, seed + i, latencies, errors) for i in range(clients))
+    )
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    full: list[float] = []
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        for i in range(20):
+            t = time.perf_counter()
+            response = await client.get(
+                "/v1/metrics/network",
+                params={"window": "5m", "limit": "1000", "offset": str(i * 37)},
+            )
+            _ = response.content
+            full.append((time.perf_counter() - t) * 1000.0)
+    full.sort()
+    return {
+        "requests": len(latencies),
+        "errors": len(errors),
+        "rps": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(_quantile(latencies, 0.50), 2),
+        "p95_ms": round(_quantile(latencies, 0.95), 2),
+        "p99_ms": round(_quantile(latencies, 0.99), 2),
+        "max_ms": round(latencies[-1], 2),
+        "full_page_p50_ms": round(_quantile(full, 0.5), 2),
+        "full_page_p95_ms": round(_quantile(full, 0.95), 2),
+    }
+
+
+def _wait_up(base: str, proc: subprocess.Popen[bytes], timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{base}/v1/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("server did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2,000 keys, 3,000 requests")
+    parser.add_argument("--keys", type=int)
+    parser.add_argument("--clients", type=int)
+    parser.add_argument("--requests", type=int)
+    parser.add_argument("--seed", type=int, default=20241129)
+    parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    keys = args.keys or (2_000 if args.quick else 10_000)
+    if args.serve:
+        serve(args.serve, keys, args.seed)
+        return
+    if keys < 1_000:
+        parser.error("--keys must be >= 1000")
+    clients = args.clients or 8
+    total = args.requests or (3_000 if args.quick else 20_000)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    began = time.perf_counter()
+    cmd = [sys.executable, __file__, "--serve", str(port), "--keys", str(keys)]
+    cmd += ["--seed", str(args.seed)]
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONHASHSEED": "0"})  # noqa: S603
+    try:
+        _wait_up(base, proc)
+        warm = time.perf_counter()
+        asyncio.run(_load(base, keys, 4, 400, args.seed + 1000))  # warm the caches
+        print(f"server up with {keys} keys; warm-up {time.perf_counter() - warm:.1f} s", flush=True)
+        figures = asyncio.run(_load(base, keys, clients, total, args.seed))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    result = {
+        "bench": "api_latency",
+        "mode": "quick" if args.quick else "full",
+        "keys": keys,
+        "cells": keys * BUCKETS,
+        "clients": clients,
+        **figures,
+        "target_p95_ms": TARGET_P95_MS,
+        "met": figures["p95_ms"] < TARGET_P95_MS and figures["errors"] == 0,
+        "elapsed_s": round(time.perf_counter() - began, 1),
+    }
+    print(
+        f"{result['requests']} requests, {clients} clients, {keys} keys: "
+        f"p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms, "
+        f"{result['rps']} req/s; full page (1,000 keys) p50 {result['full_page_p50_ms']} ms"
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -11,9 +11,16 @@ its valid events become ``event`` messages; an alert record (``tables.alerting``
 ``alert`` message. Invalid records and events are counted and skipped (the ingest agent
 dead-letters them). While no client is connected, records are read and skipped undecoded.
 
-Bounded work: each poll returns at most ``max_records`` records (and aiokafka's fetch
-sizes bound the bytes); the loop yields to the event loop after every record, so a burst
-never starves the HTTP server that shares the loop. Errors restart the consumer after a
+Bounded work (the live view must never cost the worker its pipeline):
+
+- each poll returns at most ``max_records`` records (aiokafka's fetch sizes bound the bytes);
+- at most ``max_events_per_s`` events are decoded and fanned out (a token bucket, burst of
+  one second). Beyond it, whole records are skipped after reading only their envelope,
+  counted in ``shed``, and every client is told (``shed`` in its next ``dropped`` notice).
+  Alerts are never shed;
+- what one poll brings is published in chunks of ``_CHUNK`` messages with a yield to the
+  event loop in between, so a burst never starves the HTTP server that shares the loop;
+  and one wake-up per client per chunk, not per record. Errors restart the consumer after a
 pause (at the latest offsets again: what was missed meanwhile is skipped, counted by
 ``restarts``).
 """
@@ -22,20 +29,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from api.live.hub import LiveHub
 from api.live.protocol import LiveMessage, alert_message, event_message
-from pipeline.envelope import InvalidEnvelope, decode_batch
+from pipeline.envelope import BatchEnvelope, InvalidEnvelope, decode_batch
 from pipeline.logs import log_fields
 from tables.alerting import InvalidAlert, decode_alert
 
 __all__ = ["KafkaLiveFeed"]
 
 _log = logging.getLogger("egresswatch.live")
+_CHUNK: Final = 500
+_envelope = msgspec.json.Decoder(BatchEnvelope)
 
 
 class KafkaLiveFeed:
@@ -49,10 +60,14 @@ class KafkaLiveFeed:
         probe_topic: str,
         alerts_topic: str,
         max_records: int = 200,
+        max_events_per_s: float = 2_000.0,
         poll_timeout_ms: int = 200,
         restart_delay_s: float = 1.0,
         consumer_factory: Callable[..., Any] = AIOKafkaConsumer,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if max_records < 1 or not max_events_per_s > 0:
+            raise ValueError("max_records >= 1 and max_events_per_s > 0")
         self.hub = hub
         self._bootstrap = bootstrap
         self.probe_topic = probe_topic
@@ -61,6 +76,10 @@ class KafkaLiveFeed:
         self._poll_timeout_ms = poll_timeout_ms
         self._restart_delay_s = restart_delay_s
         self._consumer_factory = consumer_factory
+        self._clock = clock
+        self.max_events_per_s = max_events_per_s
+        self._tokens = max_events_per_s
+        self._refilled_at = clock()
         self.assigned = asyncio.Event()
         """Set once every partition is assigned and positioned at its end."""
         self.records = 0
@@ -68,6 +87,8 @@ class KafkaLiveFeed:
         self.events = 0
         self.alerts = 0
         self.invalid = 0
+        self.shed = 0
+        """Events skipped undecoded because the budget was spent (overload)."""
         self.restarts = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -96,6 +117,8 @@ class KafkaLiveFeed:
                 return []
             self.alerts += 1
             return [alert_message(record)]
+        if not self._take_budget(value):
+            return []
         try:
             batch = decode_batch(value)
         except InvalidEnvelope:
@@ -103,7 +126,25 @@ class KafkaLiveFeed:
             return []
         self.invalid += len(batch.invalid)
         self.events += len(batch.valid)
+        self._tokens -= len(batch.valid) + len(batch.invalid)
         return [event_message(event) for event in batch.valid]
+
+    def _take_budget(self, value: bytes) -> bool:
+        """Spend tokens for this record's events; False (and shed) when none are left."""
+        now = self._clock()
+        rate = self.max_events_per_s
+        self._tokens = min(rate, self._tokens + (now - self._refilled_at) * rate)
+        self._refilled_at = now
+        if self._tokens > 0:
+            return True  # the whole record goes; the bucket may run into debt for it
+        try:
+            count = len(_envelope.decode(value).events)
+        except msgspec.DecodeError:
+            count = 0
+        if count:
+            self.shed += count
+            self.hub.shed(count)
+        return False
 
     def stats(self) -> dict[str, int]:
         return {
@@ -112,6 +153,7 @@ class KafkaLiveFeed:
             "events": self.events,
             "alerts": self.alerts,
             "invalid": self.invalid,
+            "shed": self.shed,
             "restarts": self.restarts,
         }
 
@@ -150,16 +192,18 @@ class KafkaLiveFeed:
                 batches = await consumer.getmany(
                     timeout_ms=self._poll_timeout_ms, max_records=self._max_records
                 )
+                messages: list[LiveMessage] = []
                 for tp, records in batches.items():
+                    self.records += len(records)
+                    if not len(self.hub):
+                        self.skipped_records += len(records)
+                        continue
                     for record in records:
-                        self.records += 1
-                        if not len(self.hub):
-                            self.skipped_records += 1
-                            continue
-                        messages = self.messages_of(tp.topic, record.value)
-                        if messages:
-                            self.hub.publish(messages)
-                        await asyncio.sleep(0)
+                        messages.extend(self.messages_of(tp.topic, record.value))
+                        await asyncio.sleep(0)  # a big poll must not starve the HTTP server
+                for start in range(0, len(messages), _CHUNK):
+                    self.hub.publish(messages[start : start + _CHUNK])
+                    await asyncio.sleep(0)
         finally:
             self.assigned.clear()
             await consumer.stop()

@@ -62,6 +62,7 @@ class LiveClient:
         self.acked: int | None = None
         """The client's last ack (None: it never acked, no window)."""
         self._unreported = 0
+        self._shed = 0
         self._controls: deque[str] = deque(maxlen=_MAX_CONTROLS)
         self._wake = asyncio.Event()
         self.pong = asyncio.Event()
@@ -81,6 +82,10 @@ class LiveClient:
             self.high_water = len(buffer)
         self._wake.set()
         return True
+
+    def note_shed(self, count: int) -> None:
+        """The server skipped ``count`` events for everyone (overload), before filtering."""
+        self._shed += count
 
     def send_control(self, text: str) -> None:
         self._controls.append(text)
@@ -127,13 +132,16 @@ class LiveClient:
         buffer = self.buffer
         n = min(room, len(buffer))
         if n > 0:
-            if self._unreported:  # the notice goes with the data that follows the gap
-                lines.append(
-                    control(
-                        "dropped", self.trace_id, count=self._unreported, total=self.dropped_total
-                    )
+            if self._unreported or self._shed:  # the notice goes with the data after the gap
+                notice = control(
+                    "dropped",
+                    self.trace_id,
+                    count=self._unreported,
+                    total=self.dropped_total,
+                    shed=self._shed,
                 )
-                self._unreported = 0
+                lines.append(notice)
+                self._unreported = self._shed = 0
             lines.extend(buffer.popleft().text for _ in range(n))
             self.sent_total += n
         return lines
@@ -210,6 +218,11 @@ class LiveHub:
             offer = client.offer
             for message in batch:
                 offer(message)
+
+    def shed(self, count: int) -> None:
+        """Tell every client that the feed skipped ``count`` events (overload)."""
+        for client in self._clients.values():
+            client.note_shed(count)
 
     def stats(self) -> dict[str, Any]:
         clients = self._clients.values()

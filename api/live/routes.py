@@ -27,6 +27,7 @@ def live_routes(
     static_dir: Path = STATIC_DIR,
     ping_interval_s: float = 10.0,
     ping_timeout_s: float = 20.0,
+    min_frame_interval_s: float = 0.05,
     allowed_origins: Collection[str] = (),
 ) -> list[BaseRoute]:
     """``/v1/ws/events`` (the live feed), ``/`` (the dashboard) and ``/static/...``."""
@@ -34,6 +35,7 @@ def live_routes(
         hub,
         ping_interval_s=ping_interval_s,
         ping_timeout_s=ping_timeout_s,
+        min_frame_interval_s=min_frame_interval_s,
         allowed_origins=allowed_origins,
     )
     page = static_dir / "dashboard.html"

@@ -1,8 +1,10 @@
 """The ``/v1/ws/events`` endpoint: one session per WebSocket, three tasks each.
 
-- **sender**: the only task that writes: frames from the client's buffer (``LiveClient``).
-  A reader that does not keep up blocks this task (uvicorn honours the socket's flow
-  control), never the hub: its buffer drops the oldest messages meanwhile.
+- **sender**: the only task that writes: frames from the client's buffer (``LiveClient``),
+  at most one per ``min_frame_interval_s`` (what arrives meanwhile shares the next frame:
+  the cost per client follows the frame rate, not the event rate). A reader that does not
+  keep up blocks this task (uvicorn honours the socket's flow control), never the hub: its
+  buffer drops the oldest messages meanwhile.
 - **receiver**: filter changes, pongs and acks; a bad message gets an ``error`` message
   and the session goes on.
 - **heartbeat**: a ``ping`` every ``ping_interval_s``; a peer that has not answered with a
@@ -65,6 +67,7 @@ class LiveEndpoint:
         ping_interval_s: float = 10.0,
         ping_timeout_s: float = 20.0,
         max_frame_messages: int = 100,
+        min_frame_interval_s: float = 0.05,
         close_timeout_s: float = 5.0,
         allowed_origins: Collection[str] = (),
     ) -> None:
@@ -74,6 +77,7 @@ class LiveEndpoint:
         self.ping_interval_s = ping_interval_s
         self.ping_timeout_s = ping_timeout_s
         self.max_frame_messages = max_frame_messages
+        self.min_frame_interval_s = min_frame_interval_s
         self.close_timeout_s = close_timeout_s
         self.allowed_origins = frozenset(allowed_origins)
         self.heartbeat_timeouts_total = 0
@@ -144,10 +148,15 @@ class LiveEndpoint:
             await self._close(websocket, 1000, "")
 
     async def _send(self, websocket: WebSocket, client: LiveClient) -> None:
-        limit = self.max_frame_messages
+        limit, interval = self.max_frame_messages, self.min_frame_interval_s
+        loop = asyncio.get_running_loop()
         while True:
             lines = await client.next_frame(limit)
+            sent_at = loop.time()
             await websocket.send_text("\n".join(lines))
+            pause = interval - (loop.time() - sent_at)
+            if pause > 0:
+                await asyncio.sleep(pause)
 
     async def _receive(self, websocket: WebSocket, client: LiveClient) -> None:
         while True:

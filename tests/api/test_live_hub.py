@@ -272,3 +272,31 @@ def test_feed_turns_envelopes_and_alerts_into_messages():
     assert [m.kind for m in feed.messages_of("a", encode_alert(alert()))] == ["alert"]
     assert feed.messages_of("a", msgspec.json.encode({"x": 1})) == [] and feed.invalid == 3
     assert feed.messages_of("p", None) == []
+
+
+def test_feed_sheds_beyond_its_event_budget_and_tells_every_client():
+    now = [100.0]
+    hub = LiveHub()
+    client = hub.connect()
+    feed = KafkaLiveFeed(
+        hub,
+        bootstrap="127.0.0.1:1",
+        probe_topic="p",
+        alerts_topic="a",
+        max_events_per_s=10,
+        clock=lambda: now[0],
+    )
+
+    def record(n: int) -> bytes:
+        return encode_batch("s@h:1", 0, T0, [encode_event(event(f"/r{i}")) for i in range(n)])
+
+    assert len(feed.messages_of("p", record(8))) == 8
+    assert len(feed.messages_of("p", record(8))) == 8  # the bucket runs into debt (-6)
+    assert feed.messages_of("p", record(5)) == []  # spent: skipped undecoded
+    assert feed.shed == 5 and feed.events == 16
+    assert [m.kind for m in feed.messages_of("a", encode_alert(alert()))] == ["alert"]
+    now[0] += 1.0  # refilled to 4 tokens
+    hub.publish(feed.messages_of("p", record(3)))
+    notice, *data = lines(client.take_frame(100))
+    assert notice["type"] == "dropped" and (notice["count"], notice["shed"]) == (0, 5)
+    assert len(data) == 3

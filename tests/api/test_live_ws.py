@@ -249,13 +249,15 @@ def test_slow_consumer_drop_oldest_with_notice_and_bounded_buffer(client, hub):
             if portal(client).call(lambda: live.acked) == 0:
                 break
             portal(client).call(asyncio.sleep, 0.01)
-        for batch in range(20):
+        publish(client, hub, [event(f"/b0/{i}") for i in range(50)])
+        first = session.data(10)
+        assert [m["route"] for m in first] == [f"/b0/{i}" for i in range(10)]
+        portal(client).call(asyncio.sleep, 0.2)
+        assert live.sent_total == 10  # the window: nothing more until acked
+        for batch in range(1, 20):
             publish(client, hub, [event(f"/b{batch}/{i}") for i in range(50)])
             assert len(live.buffer) <= 50
         assert live.high_water == 50
-        assert live.sent_total == 10  # the window: nothing more until acked
-        first = session.data(10)
-        assert [m["route"] for m in first] == [f"/b0/{i}" for i in range(10)]
         session.send(type="ack", count=10)
         notice = session.until("dropped")
         assert notice["count"] == 1_000 - 10 - 50 == notice["total"]

@@ -2,7 +2,7 @@
 
 The worker's side of it (``docs/sinks.md``)::
 
-    store = await S3Store.open(endpoint, key, secret, bucket)  # or LocalStore(folder)
+    store = await open_store(endpoint, access_key=..., secret_key=..., bucket=...)
     writer = SinkWriter(store, Spool(spool_dir, max_bytes=...), store_breaker(), config=...)
     writer.add_events(topic, partition, offset, events)   # per Kafka record, even if empty
     result = await writer.tick()                           # on a timer: flush due + drain
@@ -11,8 +11,8 @@ The worker's side of it (``docs/sinks.md``)::
 
 Modules: :mod:`sinks.keys` (object key convention), :mod:`sinks.jsonl` (line format),
 :mod:`sinks.records`, :mod:`sinks.batcher`, :mod:`sinks.spool`, :mod:`sinks.stores`
-(``ObjectStore``, ``LocalStore``), :mod:`sinks.s3` (``S3Store``), :mod:`sinks.writer`,
-:mod:`sinks.errors`.
+(``ObjectStore``, ``LocalStore``, ``open_store``), :mod:`sinks.s3` (``S3Store``),
+:mod:`sinks.writer`, :mod:`sinks.metrics` (``SinkCollector``), :mod:`sinks.errors`.
 """
 
 from sinks.batcher import Batch, BatchLimits, TopicPartition
@@ -31,7 +31,7 @@ from sinks.errors import (
 from sinks.keys import ObjectKey, hour_folder, parse_key
 from sinks.records import SinkRecord, alert_record, event_record, keeps
 from sinks.spool import Spool, SpoolEntry
-from sinks.stores import LocalStore, ObjectStore
+from sinks.stores import LocalStore, ObjectStore, open_store
 from sinks.writer import SinkWriter
 
 __all__ = [
@@ -62,6 +62,7 @@ __all__ = [
     "event_record",
     "hour_folder",
     "keeps",
+    "open_store",
     "parse_key",
     "store_breaker",
 ]

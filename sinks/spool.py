@@ -93,28 +93,29 @@ class Spool:
         self.lost_frames = 0
         self.torn_tails = 0
         self._next_seq = 0
-        self._load()
+        self._used = 0
+        self._pending = 0
+        self._oldest: float | None = None
+        with self._lock:
+            self._load()
+            self._refresh()
 
-    # -- figures -------------------------------------------------------------------------
+    # -- figures: plain reads, never blocked by an append's fsync in another thread -------
 
     @property
     def used_bytes(self) -> int:
-        with self._lock:
-            return sum(segment.size for segment in self._segments)
+        return self._used
 
     @property
     def fill_ratio(self) -> float:
-        return self.used_bytes / self.max_bytes
+        return self._used / self.max_bytes
 
     @property
     def pending_entries(self) -> int:
-        with self._lock:
-            return sum(len(segment.slots) for segment in self._segments)
+        return self._pending
 
     def oldest_received_at(self) -> float | None:
-        with self._lock:
-            times = [slot.received_at for seg in self._segments for slot in seg.slots]
-        return min(times, default=None)
+        return self._oldest
 
     def durable_offsets(self) -> dict[tuple[str, int], int]:
         """Per (topic, partition), the highest ``last_offset`` of a waiting entry."""
@@ -132,7 +133,7 @@ class Spool:
         """Write ``entry`` durably (fsync) or raise; see the module docstring."""
         frame = encode_frame(entry)
         with self._lock:
-            free = self.max_bytes - sum(segment.size for segment in self._segments)
+            free = self.max_bytes - self._used
             if len(frame) > free:
                 raise SpoolFull(len(frame), free)
             active = self._active
@@ -149,9 +150,11 @@ class Spool:
                 # The tail of this segment is now a torn frame: never append after it.
                 active.size = os.stat(active.path).st_size if active.path.exists() else 0
                 self._seal()
+                self._refresh()
                 raise SpoolError(f"spool append failed: {exc}") from exc
             active.slots.append(_slot(active.size, len(frame), entry))
             active.size += len(frame)
+            self._refresh()
 
     # -- replay --------------------------------------------------------------------------
 
@@ -176,8 +179,11 @@ class Spool:
                     segment.slots.popleft()
                     self.lost_frames += 1
                     self._mark_corrupt(segment, reason)
+                    self._refresh()
                     continue
+                self._refresh()
                 return entry
+            self._refresh()
             return None
 
     def pop(self) -> None:
@@ -189,12 +195,19 @@ class Spool:
             segment.slots.popleft()
             if not segment.slots:
                 self._retire(segment)
+            self._refresh()
 
     def close(self) -> None:
         with self._lock:
             self._seal()
 
     # -- internals (lock held) -------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        self._used = sum(segment.size for segment in self._segments)
+        self._pending = sum(len(segment.slots) for segment in self._segments)
+        times = [slot.received_at for seg in self._segments for slot in seg.slots]
+        self._oldest = min(times, default=None)
 
     def _load(self) -> None:
         names = sorted(p.name for p in self.directory.iterdir() if _SEGMENT_RE.fullmatch(p.name))

@@ -191,3 +191,11 @@ def test_scan_never_yields_a_wrong_entry(n, sizes, flip_at, bit) -> None:
     assert all(e in entries for e in found)
     assert [entries.index(e) for e in found] == sorted(entries.index(e) for e in found)
     assert len(found) >= n - 1  # one flipped bit costs at most one frame
+
+
+def test_figures_never_wait_for_an_append_in_flight(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    spool.append(entry(0))
+    with spool._lock:  # as while another thread fsyncs an append: gauges read on the loop
+        assert spool.used_bytes > 0 and spool.fill_ratio > 0
+        assert spool.pending_entries == 1 and spool.oldest_received_at() == 1000.0

@@ -120,10 +120,15 @@
         break;   // (events already in flight when the filter changed are dropped quietly)
       }
       case "alert": onAlert(message); break;
-      case "dropped":
-        live.dropped += message.count;
-        rows.push(noteRow(`${message.count} events dropped: this page fell behind`));
+      case "dropped": {
+        const shed = message.shed || 0;
+        live.dropped += message.count + shed;
+        const parts = [];
+        if (message.count) parts.push(`${message.count} events dropped: this page fell behind`);
+        if (shed) parts.push(`${shed} events skipped by the server (overload)`);
+        rows.push(noteRow(parts.join("; ")));
         break;
+      }
       case "ping": send({ type: "pong", id: message.id }); break;
       case "hello": live.session = message.session; break;
       case "filter":

@@ -52,7 +52,8 @@ class _Pending:
     """A closed batch on its way: its objects, and those already in the store."""
 
     batch: Batch
-    objects: list[RenderedObject]
+    objects: list[RenderedObject] | None = None
+    """Rendered on the first flush attempt, in a thread (gzip of megabytes is CPU)."""
     stored: set[str] = field(default_factory=set)
 
 
@@ -219,8 +220,7 @@ class SinkWriter:
     # -- internals -------------------------------------------------------------------------
 
     def _enqueue(self, batch: Batch) -> None:
-        objects = render_objects(batch, prefix=self.config.prefix, compress=self.config.compress)
-        self._queues.setdefault(batch.tp, deque()).append(_Pending(batch, objects))
+        self._queues.setdefault(batch.tp, deque()).append(_Pending(batch))
 
     async def _flush_queues(self) -> FlushResult:
         result = FlushResult(durable={})
@@ -244,6 +244,13 @@ class SinkWriter:
         return result
 
     async def _make_durable(self, pending: _Pending, result: FlushResult) -> bool:
+        if pending.objects is None:
+            pending.objects = await asyncio.to_thread(
+                render_objects,
+                pending.batch,
+                prefix=self.config.prefix,
+                compress=self.config.compress,
+            )
         for obj in pending.objects:
             if obj.key in pending.stored:
                 continue

@@ -195,7 +195,7 @@ async def test_spool_full_stalls_and_backpressures_until_recovery(
         offset = feed(writer, events[offset : offset + 10], offset=offset)
         acked = (await writer.flush_due()).durable.get((TOPIC, 0), -1)
     stats = writer.stats()
-    assert stats.backpressure and stats.spool_fill_ratio >= 0.9 or stats.stalled_batches
+    assert stats.backpressure and (stats.spool_fill_ratio >= 0.9 or stats.stalled_batches)
     # the worker stops consuming; what it holds is not acked past `acked`
     offset = feed(writer, events[offset : offset + 10], offset=offset)
     result = await writer.flush_due()

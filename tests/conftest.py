@@ -35,6 +35,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline.topics import TopicSpec, ensure_topics
 
+pytest_plugins = ["tests.rgw"]  # s3_endpoint, rgw_control, s3_bucket: see tests/rgw.py
+
 REPO = Path(__file__).resolve().parent.parent
 KAFKA_LOCAL = REPO / "scripts" / "kafka-local"
 TEST_KAFKA_DIR = REPO / "var" / "kafka-test"

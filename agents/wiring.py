@@ -17,11 +17,15 @@ from prometheus_client.registry import CollectorRegistry
 from agents.follower import ChangelogFollower
 from agents.housekeeping import Housekeeper
 from agents.ingest import IngestProcessor, cell_key, split_cell_key
+from agents.sinking import AckLedger, build_sink_writer, ensure_bucket_forever, sink_state
 from pipeline.app import EgressApp
 from pipeline.logs import log_fields
 from pipeline.validation import EventValidator
+from sinks import SinkWriter
+from sinks.config import FlushResult
+from sinks.metrics import SinkCollector
 from tables.aggregate import WindowAggregate
-from tables.alerting import AlertEngine, AlertRecord, encode_alert
+from tables.alerting import AlertEngine, AlertRecord, InvalidAlert, decode_alert, encode_alert
 from tables.metrics import EgressMetrics
 from tables.query import SummaryView
 from tables.resilience import resilience_state
@@ -44,6 +48,8 @@ class Runtime:
     follower: ChangelogFollower
     housekeeper: Housekeeper
     engine: AlertEngine
+    sink: SinkWriter
+    ledger: AckLedger
     started_at: float = field(default_factory=time.time)
     alerts_sent: int = 0
     tombstones_sent: int = 0
@@ -59,6 +65,8 @@ class Runtime:
             reasons.append("Kafka: partition assignment in progress")
         elif not app.tables.recovery.completed.is_set():
             reasons.append("tables: recovering the cells table from its changelog")
+        if self.sink.backpressure:
+            reasons.append("sink: spool above its high-water mark, consumption paused")
         if not self.follower.caught_up.is_set():
             reasons.append("tables: window view not recovered from the changelog yet")
         return reasons
@@ -69,7 +77,7 @@ class Runtime:
     def resilience_state(self) -> dict[str, Any]:
         return {
             "upstreams": resilience_state(self.view),
-            "pipeline": {"view": self.view.counters(), "sink": None},
+            "pipeline": {"view": self.view.counters(), "sink": sink_state(self.sink)},
         }
 
     def firing_alerts(self) -> list[AlertRecord]:
@@ -117,7 +125,9 @@ def build_runtime(ctx: EgressApp, *, metrics: EgressMetrics | None = None) -> Ru
         engine=engine,
         num_partitions=settings.probe_partitions,
     )
-    return Runtime(ctx, metrics, processor, view, follower, housekeeper, engine)
+    sink = build_sink_writer(settings)
+    metrics.registry.register(SinkCollector(sink))
+    return Runtime(ctx, metrics, processor, view, follower, housekeeper, engine, sink, AckLedger())
 
 
 def register(runtime: Runtime) -> None:
@@ -127,9 +137,17 @@ def register(runtime: Runtime) -> None:
     cells = ctx.cells
     processor = runtime.processor
 
+    writer = runtime.sink
+    ledger = runtime.ledger
+
     @app.agent(ctx.probe_topic, name="egresswatch.ingest")
     async def ingest(stream: Any) -> AsyncIterator[None]:
-        async for event in stream.events():
+        # noack: a record is acked (and its offset committed) only once its critical
+        # events are durable in the store or the spool (agents/sinking.py).
+        async for event in stream.noack().events():
+            if writer.backpressure:
+                await writer.wait_writable()  # stop consuming until the spool drains
+                await ledger.release(FlushResult(durable=writer.durable_offsets()))
             message = event.message
             result = processor.process(
                 message.value,
@@ -148,7 +166,42 @@ def register(runtime: Runtime) -> None:
                     cells[name] = current
             for reason, letter in result.dead_letters:
                 await ctx.dead_letter_topic.send(key=reason, value=letter)
+            # Every record, even one with nothing critical, so its offset becomes ackable.
+            writer.add_events(message.topic, message.partition, message.offset, result.events)
+            ledger.hold(stream, event)
             yield None
+
+    @app.agent(ctx.alerts_topic, name="egresswatch.alerts-sink")
+    async def alerts_sink(stream: Any) -> AsyncIterator[None]:
+        async for event in stream.noack().events():
+            message = event.message
+            try:
+                alerts = [decode_alert(message.value)]
+            except (InvalidAlert, ValueError):
+                alerts = []  # not ours to judge here; the offset must still move on
+            writer.add_alerts(message.topic, message.partition, message.offset, alerts)
+            ledger.hold(stream, event)
+            yield None
+
+    @app.timer(1.0)  # type: ignore[untyped-decorator]
+    async def sink_tick() -> None:
+        await ledger.release(await writer.tick())
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def create_bucket() -> None:
+        await ensure_bucket_forever(writer)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        tps = [(tp.topic, tp.partition) for tp in revoked]
+        # Make what we hold durable and ack it before the new owner starts from the commit.
+        await ledger.release(await writer.flush_partitions(tps))
+        writer.discard(tps)
+        ledger.forget(tps)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def on_shutdown(sender: Any, **kwargs: Any) -> None:
+        await writer.flush_all()
 
     @app.task  # type: ignore[untyped-decorator]
     async def start_follower() -> None:

@@ -41,6 +41,19 @@ class WorkerSettings:
     # How often windows are expired, alerts evaluated and gauges refreshed.
     tick_interval_s: float = 1.0
     api_token: str | None = None
+    # The sink (docs/sinks.md): RGW when s3_endpoint is set, else a local folder.
+    s3_endpoint: str | None = None
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_bucket: str = "egresswatch"
+    sink_prefix: str = "egresswatch"
+    sink_local_root: Path = Path("var/sink")
+    sink_min_severity: str = "critical"
+    sink_compress: bool = False
+    sink_idle_s: float = 5.0
+    sink_max_age_s: float = 60.0
+    spool_dir: Path | None = None  # default: <data_dir>/spool
+    spool_max_bytes: int = 256 * 2**20
     # Cells every worker keeps in its query view (~5 KB each): keys x 90 buckets fits.
     view_max_cells: int = 50_000
     # API protections (see docs/api.md): token bucket per client (0 turns it off), the table
@@ -58,6 +71,11 @@ class WorkerSettings:
             raise SettingsError(f"probe_partitions must be >= 1, got {self.probe_partitions}")
         if not 0 < self.http_port < 65536:
             raise SettingsError(f"http_port must be in 1..65535, got {self.http_port}")
+        if self.sink_min_severity not in ("info", "warning", "error", "critical"):
+            raise SettingsError(
+                f"sink_min_severity must be info, warning, error or critical, "
+                f"got {self.sink_min_severity!r}"
+            )
         if ":" not in self.kafka_bootstrap:
             raise SettingsError(f"kafka_bootstrap must be host:port, got {self.kafka_bootstrap!r}")
 
@@ -82,6 +100,10 @@ class WorkerSettings:
 
 def _parse(name: str, type_name: str, raw: str) -> object:
     try:
+        if type_name == "bool":
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError("expected true or false")
+            return raw.lower() in ("1", "true", "yes")
         if type_name.startswith("int"):
             return int(raw)
         if type_name.startswith("float"):

@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--slow-clients", type=int, default=10)
     parser.add_argument("--slow-delay-ms", type=float, default=50.0)
+    parser.add_argument(
+        "--no-deflate", action="store_true", help="clients do not offer permessage-deflate"
+    )
     parser.add_argument("--bootstrap", help="Kafka host:port (default: scripts/kafka-local up)")
     parser.add_argument("--role", choices=("load",), help=argparse.SUPPRESS)
     parser.add_argument("config", nargs="?", help=argparse.SUPPRESS)
@@ -194,8 +197,11 @@ _decode = msgspec.json.Decoder(_Line).decode
 class Client:
     """One live session: acks every frame, answers pings, records each event's delay."""
 
-    def __init__(self, url: str, *, slow_delay_s: float | None, since: list[float]) -> None:
+    def __init__(
+        self, url: str, *, slow_delay_s: float | None, since: list[float], deflate: bool
+    ) -> None:
         self.url = url
+        self.compression = "deflate" if deflate else None
         self.slow_delay_s = slow_delay_s
         self.since = since  # [t]: only events that ended after t are measured
         self.delays = array("d")
@@ -207,7 +213,8 @@ class Client:
 
     async def run(self) -> None:
         try:
-            async with websockets.connect(self.url, max_queue=64) as ws:
+            connect = websockets.connect(self.url, max_queue=64, compression=self.compression)
+            async with connect as ws:
                 await ws.send('{"type":"ack","count":0}')
                 async for frame in ws:
                     now = time.time()
@@ -253,7 +260,12 @@ async def measure(
     since = [float("inf")]
     slow_s = args.slow_delay_ms / 1000.0
     clients = [
-        Client(url, slow_delay_s=slow_s if i < args.slow_clients else None, since=since)
+        Client(
+            url,
+            slow_delay_s=slow_s if i < args.slow_clients else None,
+            since=since,
+            deflate=not args.no_deflate,
+        )
         for i in range(args.clients)
     ]
     tasks = []
@@ -264,6 +276,8 @@ async def measure(
         await asyncio.gather(*(client.hello.wait() for client in clients))
     log(f"{len(clients)} clients connected; load {args.rate:.0f} req/s for {duration:.0f} s")
     peak = baseline
+    me = psutil.Process()
+    cpu_before = worker.cpu_times(), me.cpu_times(), time.monotonic()
     config = {**load_config, "seconds": args.warmup + duration}
     load = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -291,6 +305,8 @@ async def measure(
     ):
         peak = max(peak, worker.memory_info().rss)
         await asyncio.sleep(0.2)
+    (w0, c0, t0), w1, c1 = cpu_before, worker.cpu_times(), me.cpu_times()
+    span = time.monotonic() - t0
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -308,6 +324,9 @@ async def measure(
         "slow_events": [c.events for c in slow],
         "slow_dropped": [c.dropped for c in slow],
         "closed_early": sum(1 for c in clients if c.close_code is not None),
+        "worker_cpu": (w1.user + w1.system - w0.user - w0.system) / span,
+        "clients_cpu": (c1.user + c1.system - c0.user - c0.system) / span,
+        "load_avg": os.getloadavg()[0],
         "rss_baseline_mb": baseline / 2**20,
         "rss_peak_mb": peak / 2**20,
     }
@@ -385,6 +404,10 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
     )
     print(f"  sessions closed by the server              {r['closed_early']}")
     print(
+        f"  CPU (cores): worker {r['worker_cpu']:.2f}, clients {r['clients_cpu']:.2f};"
+        f" machine load average {r['load_avg']:.1f} on {os.cpu_count()} cores"
+    )
+    print(
         f"  worker RSS: {r['rss_baseline_mb']:.1f} MB before clients, peak"
         f" {r['rss_peak_mb']:.1f} MB (+{growth:.1f} MB)"
     )
@@ -405,6 +428,9 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
         "slow_staleness_p50_ms": round(quantile(slow, 0.5), 1),
         "closed_by_server": r["closed_early"],
         "rss_growth_mb": round(growth, 1),
+        "worker_cpu_cores": round(r["worker_cpu"], 2),
+        "load_avg_1m": round(r["load_avg"], 1),
+        "deflate": not args.no_deflate,
         "targets": TARGETS,
         "met": p99 < TARGETS["e2e_p99_ms"] and growth < TARGETS["rss_growth_mb"],
     }

@@ -281,7 +281,8 @@ async def test_real_socket_slow_reader_keeps_server_memory_bounded():
         async with asyncio.timeout(60):
             while not server.started:
                 await asyncio.sleep(0.02)
-            async with websockets.connect(f"ws://127.0.0.1:{port}/v1/ws/events") as ws:
+            url = f"ws://127.0.0.1:{port}/v1/ws/events"
+            async with websockets.connect(url, compression=None) as ws:
                 while not len(hub):
                     await asyncio.sleep(0.01)
                 (live,) = hub.clients

@@ -42,8 +42,13 @@ from tables.metrics import EgressMetrics
 __all__ = ["ceiling_role", "log", "measure_worker", "naive_role"]
 
 
+_STARTED: Final = time.perf_counter()
+
+
 def log(message: str) -> None:
-    print(f"[pipeline_throughput] {message}", file=sys.stderr, flush=True)
+    """A progress line on stderr, stamped with the seconds since start."""
+    elapsed = time.perf_counter() - _STARTED
+    print(f"[pipeline_throughput +{elapsed:5.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)

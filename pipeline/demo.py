@@ -60,6 +60,21 @@ def _process(args: list[str], log: Path, env: dict[str, str] | None = None) -> I
             proc.kill()
 
 
+def _rgw_up() -> dict[str, str]:
+    """Start (or reuse) the project's local Ceph RGW; the worker's sink env for it."""
+    out = subprocess.run(  # noqa: S603 - our own script
+        [str(REPO / "scripts" / "rgw-local"), "up"], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        sys.exit(f"demo: could not start the local RGW:\n{out.stderr[-2000:]}")
+    found = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    return {
+        "EGRESSWATCH_S3_ENDPOINT": found["S3_ENDPOINT"],
+        "EGRESSWATCH_S3_ACCESS_KEY": found["S3_ACCESS_KEY"],
+        "EGRESSWATCH_S3_SECRET_KEY": found["S3_SECRET_KEY"],
+    }
+
+
 def _wait_http(url: str, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -168,6 +183,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
     parser.add_argument("--http-port", type=int, default=8080)
     parser.add_argument("--upstream-port", type=int, default=8181)
+    parser.add_argument(
+        "--rgw",
+        action="store_true",
+        help="sink critical events to a local Ceph RGW (else a folder)",
+    )
     args = parser.parse_args(argv)
 
     bootstrap = _kafka_up()
@@ -176,17 +196,26 @@ def main(argv: list[str] | None = None) -> None:
     upstream = f"http://127.0.0.1:{args.upstream_port}"
     topic = "egresswatch.probe-events.v1"
     print(f"demo: Kafka at {bootstrap}")
+    sink_env = _rgw_up() if args.rgw else {"EGRESSWATCH_SINK_LOCAL_ROOT": str(state / "sink")}
+    worker_env = {
+        "EGRESSWATCH_APP_ID": "egresswatch-demo",
+        "EGRESSWATCH_SINK_IDLE_S": "2",
+        **sink_env,
+    }
     worker = [sys.executable, "-m", "pipeline.cli", "worker", "--bootstrap", bootstrap]
     worker += ["--http-port", str(args.http_port), "--data-dir", str(state / "worker")]
     upstream_cmd = [sys.executable, "-m", "pipeline.demo_upstream", str(args.upstream_port)]
     with (
         _process(upstream_cmd, state / "upstream.log"),
-        _process(worker, state / "worker.log", {"EGRESSWATCH_APP_ID": "egresswatch-demo"}),
+        _process(worker, state / "worker.log", worker_env),
     ):
         _wait_http(f"{upstream}/health", 30, "the sample upstream")
         _wait_http(f"{api}/v1/health/ready", 120, "the worker")
         print(f"demo: worker API    {api}/v1/metrics/network?window=1m")
         print(f"demo: Prometheus    {api}/metrics")
+        print(f"demo: dashboard     {api}/")
+        where = sink_env.get("EGRESSWATCH_S3_ENDPOINT", sink_env.get("EGRESSWATCH_SINK_LOCAL_ROOT"))
+        print(f"demo: critical events are written as JSONL to {where}")
         print(f"demo: logs          {state}/worker.log")
         print("demo: a sample service now calls its upstream through the probe; Ctrl-C stops.")
         asyncio.run(_run(bootstrap, upstream, api, topic, args.duration))

@@ -34,3 +34,4 @@ def test_demo_shows_events_and_windows(kafka_bootstrap: str) -> None:
     assert "/users/{id}" in out  # a route template, never a raw id
     assert "secret-token" not in out  # query strings never reach an event
     assert "dropped 0" in out
+    assert "critical events are written as JSONL to" in out

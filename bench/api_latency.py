@@ -1,6 +1,6 @@
 """Latency of ``GET /v1/metrics/network`` under concurrent load, with >= 1,000 keys.
 
-Usage: ``python bench/api_latency.py [--quick] [--keys N] [--clients N] [--requests N]``
+Usage: ``python bench/api_latency.py [--quick] [--keys N] [--rate R] [--requests N] [--clients N]``
 
 - **Server** (a subprocess, as a worker serves it: one process, one event loop, uvicorn):
   the real app from ``api.app.create_api`` over a real ``SummaryView`` holding ``keys`` keys
@@ -10,11 +10,17 @@ Usage: ``python bench/api_latency.py [--quick] [--keys N] [--clients N] [--reque
   views), and opens a new bucket every 10 s (every key's view slides). Every middleware is
   on: tracing, rate limit (at a rate it never reaches), timeout; no token. Log level
   WARNING, as in the worker.
-- **Clients** (this process): ``clients`` concurrent httpx clients over keep-alive
-  connections send ``requests`` in all. The mix: window 10s / 1m / 5m at random; the
-  default page (``limit=100``) at a random offset (80%), or one service's keys (20%).
-  Latency is measured at the client, from send to the last byte of the body.
-- Separately, the full page (``limit=1000``, sequential, 5m) is timed for reference.
+- **Open loop** (the headline figures): ``requests`` requests arriving at ``rate``/s
+  (Poisson; default 100/s, twice the default per-client rate limit), spread over 16
+  keep-alive connections. Each latency runs from the request's *scheduled* arrival to the
+  last byte of its body, so waiting behind a slow answer counts (no coordinated
+  omission). The mix: window 10s / 1m / 5m at random; the default page (``limit=100``)
+  at a random offset (80%), or one service's keys (20%).
+- **Saturation**: ``clients`` closed-loop clients (each sends its next request when the
+  last one answered): the throughput ceiling and the latency at it.
+- **Full page**: ``limit=1000`` over the 5m window, sequential, for reference.
+- The server's CPU time per request (open-loop phase) and the machine's load average are
+  reported, since client and server share the machine (2 cores) with whatever else runs.
 
 Both run on the same machine (2 cores), so the figures include the client's own CPU.
 Target: p95 < 20 ms. The last line of output is one JSON object with ``p50_ms``,
@@ -169,6 +175,16 @@ def _quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
+def _summary(latencies: list[float]) -> dict[str, float]:
+    values = sorted(latencies)
+    return {
+        "p50_ms": round(_quantile(values, 0.50), 2),
+        "p95_ms": round(_quantile(values, 0.95), 2),
+        "p99_ms": round(_quantile(values, 0.99), 2),
+        "max_ms": round(values[-1], 2),
+    }
+
+
 def _params(rng: random.Random, keys: int) -> dict[str, str]:
     window = rng.choice(("10s", "1m", "5m"))
     if rng.random() < 0.2:
@@ -176,53 +192,91 @@ def _params(rng: random.Random, keys: int) -> dict[str, str]:
     return {"window": window, "offset": str(rng.randrange(0, max(1, keys - 100))), "limit": "100"}
 
 
-async def _client(
-    base: str, keys: int, n: int, seed: int, out: list[float], errors: list[int]
-) -> None:
+async def _call(client: httpx.AsyncClient, params: dict[str, str], errors: list[int]) -> None:
+    try:
+        response = await client.get("/v1/metrics/network", params=params)
+        _ = response.content
+    except httpx.TransportError:
+        errors.append(0)
+        return
+    if response.status_code != 200:
+        errors.append(response.status_code)
+
+
+async def _open_loop(
+    base: str, keys: int, rate: float, total: int, seed: int, connections: int = 16
+) -> dict[str, Any]:
+    """``total`` requests arriving at ``rate``/s (Poisson), however slow the answers, served
+    by ``connections`` keep-alive connections. Each latency runs from the request's
+    scheduled arrival, so time spent waiting for a free connection counts (no coordinated
+    omission)."""
     rng = random.Random(seed)
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        for _ in range(n):
-            params = _params(rng, keys)
-            started = time.perf_counter()
-            response = await client.get("/v1/metrics/network", params=params)
-            _ = response.content
-            out.append((time.perf_counter() - started) * 1000.0)
-            if response.status_code != 200:
-                errors.append(response.status_code)
-
-
-async def _load(base: str, keys: int, clients: int, total: int, seed: int) -> dict[str, Any]:
+    start = time.perf_counter() + 0.1
+    schedule: list[tuple[float, dict[str, str]]] = []
+    due = start
+    for _ in range(total):
+        due += rng.expovariate(rate)
+        schedule.append((due, _params(rng, keys)))
+    schedule.reverse()  # pop() takes the earliest
     latencies: list[float] = []
     errors: list[int] = []
-    per_client = max(1, total // clients)
+
+    async def connection() -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            while schedule:
+                due, params = schedule.pop()
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await _call(client, params, errors)
+                latencies.append((time.perf_counter() - due) * 1000.0)
+
+    await asyncio.gather(*(connection() for _ in range(connections)))
+    elapsed = time.perf_counter() - start
+    return {
+        "requests": len(latencies),
+        "errors": len(errors),
+        "rate_per_s": rate,
+        "achieved_rps": round(len(latencies) / elapsed, 1),
+        **_summary(latencies),
+    }
+
+
+async def _closed_loop(base: str, keys: int, clients: int, total: int, seed: int) -> dict[str, Any]:
+    """``clients`` clients each sending the next request as soon as the last one answered."""
+    latencies: list[float] = []
+    errors: list[int] = []
+
+    async def client_loop(n: int, rng: random.Random) -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            for _ in range(n):
+                started = time.perf_counter()
+                await _call(client, _params(rng, keys), errors)
+                latencies.append((time.perf_counter() - started) * 1000.0)
+
     started = time.perf_counter()
     await asyncio.gather(
-        *(_client(base, keys, per_client, seed + i, latencies, errors) for i in range(clients))
+        *(client_loop(total // clients, random.Random(seed + i)) for i in range(clients))
     )
     elapsed = time.perf_counter() - started
-    latencies.sort()
-    full: list[float] = []
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        for i in range(20):
-            t = time.perf_counter()
-            response = await client.get(
-                "/v1/metrics/network",
-                params={"window": "5m", "limit": "1000", "offset": str(i * 37)},
-            )
-            _ = response.content
-            full.append((time.perf_counter() - t) * 1000.0)
-    full.sort()
     return {
         "requests": len(latencies),
         "errors": len(errors),
         "rps": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(_quantile(latencies, 0.50), 2),
-        "p95_ms": round(_quantile(latencies, 0.95), 2),
-        "p99_ms": round(_quantile(latencies, 0.99), 2),
-        "max_ms": round(latencies[-1], 2),
-        "full_page_p50_ms": round(_quantile(full, 0.5), 2),
-        "full_page_p95_ms": round(_quantile(full, 0.95), 2),
+        **_summary(latencies),
     }
+
+
+async def _full_pages(base: str, n: int = 20) -> dict[str, float]:
+    latencies = []
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        for i in range(n):
+            started = time.perf_counter()
+            params = {"window": "5m", "limit": "1000", "offset": str(i * 37)}
+            response = await client.get("/v1/metrics/network", params=params)
+            _ = response.content
+            latencies.append((time.perf_counter() - started) * 1000.0)
+    return _summary(latencies)
 
 
 def _wait_up(base: str, proc: subprocess.Popen[bytes], timeout: float = 300.0) -> None:
@@ -239,12 +293,20 @@ def _wait_up(base: str, proc: subprocess.Popen[bytes], timeout: float = 300.0) -
     raise SystemExit("server did not start")
 
 
+def _cpu_s(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2,000 keys, 3,000 requests")
     parser.add_argument("--keys", type=int)
-    parser.add_argument("--clients", type=int)
-    parser.add_argument("--requests", type=int)
+    parser.add_argument("--rate", type=float, help="open-loop arrival rate, requests/s")
+    parser.add_argument("--requests", type=int, help="open-loop requests")
+    parser.add_argument("--clients", type=int, default=8, help="closed-loop clients")
     parser.add_argument("--seed", type=int, default=20241129)
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -254,20 +316,24 @@ def main() -> None:
         return
     if keys < 1_000:
         parser.error("--keys must be >= 1000")
-    clients = args.clients or 8
-    total = args.requests or (3_000 if args.quick else 20_000)
+    rate = args.rate or 100.0
+    total = args.requests or (3_000 if args.quick else 12_000)
+    saturation = 1_000 if args.quick else 4_000
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     began = time.perf_counter()
+    load_before = os.getloadavg()[0]
     cmd = [sys.executable, __file__, "--serve", str(port), "--keys", str(keys)]
     cmd += ["--seed", str(args.seed)]
-    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONHASHSEED": "0"})  # noqa: S603
+    proc = subprocess.Popen(cmd)  # noqa: S603 - this script
     try:
         _wait_up(base, proc)
-        warm = time.perf_counter()
-        asyncio.run(_load(base, keys, 4, 400, args.seed + 1000))  # warm the caches
-        print(f"server up with {keys} keys; warm-up {time.perf_counter() - warm:.1f} s", flush=True)
-        figures = asyncio.run(_load(base, keys, clients, total, args.seed))
+        asyncio.run(_closed_loop(base, keys, 4, 400, args.seed + 1000))  # warm the caches
+        cpu0 = _cpu_s(proc.pid)
+        figures = asyncio.run(_open_loop(base, keys, rate, total, args.seed))
+        cpu_ms = (_cpu_s(proc.pid) - cpu0) * 1000.0 / max(1, figures["requests"])
+        closed = asyncio.run(_closed_loop(base, keys, args.clients, saturation, args.seed + 1))
+        full = asyncio.run(_full_pages(base))
     finally:
         proc.terminate()
         proc.wait(30)
@@ -276,16 +342,25 @@ def main() -> None:
         "mode": "quick" if args.quick else "full",
         "keys": keys,
         "cells": keys * BUCKETS,
-        "clients": clients,
         **figures,
+        "server_cpu_ms_per_request": round(cpu_ms, 2),
+        "saturation_clients": args.clients,
+        "saturation_rps": closed["rps"],
+        "saturation_p50_ms": closed["p50_ms"],
+        "saturation_p95_ms": closed["p95_ms"],
+        "full_page_p50_ms": full["p50_ms"],
+        "full_page_p95_ms": full["p95_ms"],
+        "load_avg_1m": round(load_before, 2),
         "target_p95_ms": TARGET_P95_MS,
         "met": figures["p95_ms"] < TARGET_P95_MS and figures["errors"] == 0,
         "elapsed_s": round(time.perf_counter() - began, 1),
     }
     print(
-        f"{result['requests']} requests, {clients} clients, {keys} keys: "
-        f"p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms, "
-        f"{result['rps']} req/s; full page (1,000 keys) p50 {result['full_page_p50_ms']} ms"
+        f"open loop {rate:g} req/s, {result['requests']} requests over {keys} keys: "
+        f"p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms "
+        f"(server CPU {result['server_cpu_ms_per_request']} ms/request); "
+        f"saturation with {args.clients} clients: {closed['rps']} req/s, "
+        f"p95 {closed['p95_ms']} ms; full page (1,000 keys) p50 {full['p50_ms']} ms"
     )
     print(json.dumps(result))
 

@@ -22,7 +22,6 @@ from pipeline.logs import log_fields
 from pipeline.settings import WorkerSettings
 from sinks import SinkConfig, SinkWriter, Spool, store_breaker
 from sinks.batcher import BatchLimits
-from sinks.config import FlushResult
 from sinks.stores import LocalStore, ObjectStore
 
 __all__ = [
@@ -53,10 +52,10 @@ class AckLedger:
     def held(self) -> int:
         return sum(len(q) for q in self._held.values())
 
-    async def release(self, result: FlushResult) -> int:
+    async def release(self, durable_offsets: dict[TopicPartition, int]) -> int:
         """Ack every held event at or below its partition's durable offset."""
         released = 0
-        for tp, durable in result.durable.items():
+        for tp, durable in durable_offsets.items():
             queue = self._held.get(tp)
             while queue and queue[0][0] <= durable:
                 _, event, stream = queue.popleft()

@@ -14,17 +14,16 @@ from typing import Any
 
 from prometheus_client.registry import CollectorRegistry
 
+from agents.cellwriter import CellWriter
 from agents.follower import ChangelogFollower
 from agents.housekeeping import Housekeeper
-from agents.ingest import IngestProcessor, cell_key, split_cell_key
+from agents.ingest import IngestProcessor, split_cell_key
 from agents.sinking import AckLedger, build_sink_writer, ensure_bucket_forever, sink_state
 from pipeline.app import EgressApp
 from pipeline.logs import log_fields
 from pipeline.validation import EventValidator
 from sinks import SinkWriter
-from sinks.config import FlushResult
 from sinks.metrics import SinkCollector
-from tables.aggregate import WindowAggregate
 from tables.alerting import AlertEngine, AlertRecord, InvalidAlert, decode_alert, encode_alert
 from tables.metrics import EgressMetrics
 from tables.query import SummaryView
@@ -50,6 +49,7 @@ class Runtime:
     engine: AlertEngine
     sink: SinkWriter
     ledger: AckLedger
+    cell_writer: CellWriter
     started_at: float = field(default_factory=time.time)
     alerts_sent: int = 0
     tombstones_sent: int = 0
@@ -92,6 +92,8 @@ class Runtime:
             "cells_view": len(self.view),
             "changelog_records": self.follower.records,
             "tombstones_sent": self.tombstones_sent,
+            "changelog_writes": self.cell_writer.changelog_writes,
+            "held_acks": self.ledger.held(),
             "alerts_sent": self.alerts_sent,
             "owned_partitions": len(self.owned_partitions()),
         }
@@ -127,18 +129,24 @@ def build_runtime(ctx: EgressApp, *, metrics: EgressMetrics | None = None) -> Ru
     )
     sink = build_sink_writer(settings)
     metrics.registry.register(SinkCollector(sink))
-    return Runtime(ctx, metrics, processor, view, follower, housekeeper, engine, sink, AckLedger())
+    cell_writer = CellWriter(ctx.cells, settings.probe_topic)
+    return Runtime(
+        ctx, metrics, processor, view, follower, housekeeper, engine, sink, AckLedger(), cell_writer
+    )
 
 
 def register(runtime: Runtime) -> None:
     """Attach the ingest agent, the follower and the tick timer to the Faust app."""
     ctx = runtime.ctx
     app = ctx.app
-    cells = ctx.cells
     processor = runtime.processor
 
     writer = runtime.sink
     ledger = runtime.ledger
+    cell_writer = runtime.cell_writer
+
+    async def release_durable() -> None:
+        await ledger.release(cell_writer.ackable(writer.durable_offsets()))
 
     @app.agent(ctx.probe_topic, name="egresswatch.ingest")
     async def ingest(stream: Any) -> AsyncIterator[None]:
@@ -147,7 +155,8 @@ def register(runtime: Runtime) -> None:
         async for event in stream.noack().events():
             if writer.backpressure:
                 await writer.wait_writable()  # stop consuming until the spool drains
-                await ledger.release(FlushResult(durable=writer.durable_offsets()))
+                cell_writer.flush()
+                await release_durable()
             message = event.message
             result = processor.process(
                 message.value,
@@ -155,15 +164,7 @@ def register(runtime: Runtime) -> None:
                 partition=message.partition,
                 offset=message.offset,
             )
-            for (key, bucket), fresh in result.cells.items():
-                name = cell_key(key, bucket)
-                current: WindowAggregate | None = cells.get(name)
-                if current is None:
-                    cells[name] = fresh
-                else:
-                    current.merge(fresh)
-                    # One changelog write per cell per record, with the whole merged value.
-                    cells[name] = current
+            cell_writer.merge(message.topic, message.partition, message.offset, result.cells)
             for reason, letter in result.dead_letters:
                 await ctx.dead_letter_topic.send(key=reason, value=letter)
             # Every record, even one with nothing critical, so its offset becomes ackable.
@@ -183,9 +184,14 @@ def register(runtime: Runtime) -> None:
             ledger.hold(stream, event)
             yield None
 
+    @app.timer(0.5)  # type: ignore[untyped-decorator]
+    async def flush_cells() -> None:
+        cell_writer.flush()
+
     @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def sink_tick() -> None:
-        await ledger.release(await writer.tick())
+        await writer.tick()
+        await release_durable()
 
     @app.task  # type: ignore[untyped-decorator]
     async def create_bucket() -> None:
@@ -195,12 +201,16 @@ def register(runtime: Runtime) -> None:
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         tps = [(tp.topic, tp.partition) for tp in revoked]
         # Make what we hold durable and ack it before the new owner starts from the commit.
-        await ledger.release(await writer.flush_partitions(tps))
+        cell_writer.flush()
+        await writer.flush_partitions(tps)
+        await release_durable()
         writer.discard(tps)
         ledger.forget(tps)
+        cell_writer.forget(tps)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def on_shutdown(sender: Any, **kwargs: Any) -> None:
+        cell_writer.flush()
         await writer.flush_all()
 
     @app.task  # type: ignore[untyped-decorator]
@@ -219,10 +229,7 @@ async def _tick(runtime: Runtime) -> None:
     housekeeper = runtime.housekeeper
     doomed = housekeeper.expired_local_cells(list(cells.data.keys()), owned)
     for name, partition in doomed:
-        # Outside stream iteration Faust cannot pick the changelog partition itself
-        # ("Cannot modify table key from outside of stream iteration"): name it.
-        cells.data.pop(name, None)
-        cells.send_changelog(partition, name, None)
+        runtime.cell_writer.delete(name, partition)
         runtime.tombstones_sent += 1
     housekeeper.expire_view()
     if not runtime.follower.caught_up.is_set():

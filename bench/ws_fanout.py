@@ -47,8 +47,10 @@ import httpx
 import msgspec
 import psutil
 import websockets
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from pipeline.envelope import decode_batch
 from pipeline.probe import ProbeConfig, ProbeTransport
 from pipeline.probe.emitter import KafkaEmitter
 
@@ -245,6 +247,27 @@ class Client:
             self.delays.append(now - ended)
 
 
+async def kafka_tap(bootstrap: str, topic: str, since: list[float], out: array[float]) -> None:
+    """Delay from the probe to a plain consumer of the probe topic (the Kafka leg alone)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        while True:
+            batches = await consumer.getmany(timeout_ms=200)
+            now = time.time()
+            for records in batches.values():
+                for record in records:
+                    for event in decode_batch(record.value or b"").valid:
+                        ended = event.started_at + event.elapsed_ms / 1000.0
+                        if ended >= since[0]:
+                            out.append(now - ended)
+    finally:
+        await consumer.stop()
+
+
 def quantile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -268,7 +291,11 @@ async def measure(
         )
         for i in range(args.clients)
     ]
-    tasks = []
+    tap_delays = array("d")
+    tap = asyncio.ensure_future(
+        kafka_tap(load_config["bootstrap"], load_config["topic"], since, tap_delays)
+    )
+    tasks = [tap]
     for client in clients:  # 40 handshakes/s: under the API's per-address rate limit
         tasks.append(asyncio.ensure_future(client.run()))
         await asyncio.sleep(0.025)
@@ -318,6 +345,7 @@ async def measure(
         "duration_s": duration,
         "load": load_result,
         "fast_delays": fast_delays,
+        "tap_delays": [d * 1000 for d in tap_delays],
         "slow_delays": slow_delays,
         "fast_min_events": min(c.events for c in fast) if fast else 0,
         "fast_dropped": sum(c.dropped for c in fast),
@@ -389,6 +417,11 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
         f"  fast clients: delay p50 / p95 / p99 / max   {p50:.0f} / {quantile(fast, 0.95):.0f}"
         f" / {p99:.0f} / {max(fast, default=float('nan')):.0f} ms over {len(fast):,} deliveries"
     )
+    tap = r["tap_delays"]
+    print(
+        f"  Kafka leg alone (plain consumer): p50 / p99   {quantile(tap, 0.5):.0f} /"
+        f" {quantile(tap, 0.99):.0f} ms"
+    )
     print(
         f"  fast clients: fewest events received       {r['fast_min_events']:,} of {sent:,};"
         f" dropped {r['fast_dropped']}"
@@ -422,6 +455,8 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> dict[str, Any]:
         "e2e_p50_ms": round(p50, 1),
         "e2e_p95_ms": round(quantile(fast, 0.95), 1),
         "e2e_p99_ms": round(p99, 1),
+        "kafka_leg_p50_ms": round(quantile(r["tap_delays"], 0.5), 1),
+        "kafka_leg_p99_ms": round(quantile(r["tap_delays"], 0.99), 1),
         "fast_min_delivery_ratio": round(r["fast_min_events"] / sent, 4) if sent else None,
         "fast_dropped": r["fast_dropped"],
         "slow_dropped_min": min(r["slow_dropped"], default=0),

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -128,7 +129,7 @@ async def _live_writer(view: SummaryView, keys: list[str], first_bucket: int, se
             view.upsert(_cell(key, bucket, rng, counter, 2))
 
 
-def serve(port: int, keys: int, seed: int) -> None:
+def serve(port: int, keys: int, seed: int, *, gc_freeze: bool = False) -> None:
     import uvicorn
 
     from api.app import create_api
@@ -147,6 +148,9 @@ def serve(port: int, keys: int, seed: int) -> None:
             view.upsert(_cell(key, bucket, rng, counter, 3))
     settings = WorkerSettings(api_rate_per_s=1e9, api_burst=10**9, api_timeout_s=5.0)
     app = create_api(settings, backend=_Backend(view))
+    if gc_freeze:
+        gc.collect()
+        gc.freeze()  # the loaded cells leave the collector's generations
 
     async def main() -> None:
         config = uvicorn.Config(
@@ -308,11 +312,16 @@ def main() -> None:
     parser.add_argument("--requests", type=int, help="open-loop requests")
     parser.add_argument("--clients", type=int, default=8, help="closed-loop clients")
     parser.add_argument("--seed", type=int, default=20241129)
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="server: gc.freeze() after loading the view (the worker does not, yet)",
+    )
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     keys = args.keys or (2_000 if args.quick else 10_000)
     if args.serve:
-        serve(args.serve, keys, args.seed)
+        serve(args.serve, keys, args.seed, gc_freeze=args.gc_freeze)
         return
     if keys < 1_000:
         parser.error("--keys must be >= 1000")
@@ -324,7 +333,7 @@ def main() -> None:
     began = time.perf_counter()
     load_before = os.getloadavg()[0]
     cmd = [sys.executable, __file__, "--serve", str(port), "--keys", str(keys)]
-    cmd += ["--seed", str(args.seed)]
+    cmd += ["--seed", str(args.seed), *(["--gc-freeze"] if args.gc_freeze else [])]
     proc = subprocess.Popen(cmd)  # noqa: S603 - this script
     try:
         _wait_up(base, proc)
@@ -350,6 +359,7 @@ def main() -> None:
         "saturation_p95_ms": closed["p95_ms"],
         "full_page_p50_ms": full["p50_ms"],
         "full_page_p95_ms": full["p95_ms"],
+        "gc_freeze": args.gc_freeze,
         "load_avg_1m": round(load_before, 2),
         "target_p95_ms": TARGET_P95_MS,
         "met": figures["p95_ms"] < TARGET_P95_MS and figures["errors"] == 0,

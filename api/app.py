@@ -86,10 +86,9 @@ def create_api(
 
     middleware = [Middleware(TracingMiddleware, counts=counts)]
     if buckets is not None:
-        proxies = [p.strip() for p in (settings.api_trusted_proxies or "").split(",")]
-        middleware.append(
-            Middleware(RateLimitMiddleware, buckets=buckets, trusted_proxies=filter(None, proxies))
-        )
+        proxies = (settings.api_trusted_proxies or "").split(",")
+        trusted = tuple(p.strip() for p in proxies if p.strip())
+        middleware.append(Middleware(RateLimitMiddleware, buckets=buckets, trusted_proxies=trusted))
     if settings.api_token:
         middleware.append(Middleware(BearerAuthMiddleware, token=settings.api_token))
     middleware.append(Middleware(TimeoutMiddleware, timeout_s=settings.api_timeout_s))

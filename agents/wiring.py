@@ -20,7 +20,6 @@ from agents.housekeeping import Housekeeper
 from agents.ingest import IngestProcessor, split_cell_key
 from agents.sinking import AckLedger, build_sink_writer, ensure_bucket_forever, sink_state
 from pipeline.app import EgressApp
-from pipeline.logs import log_fields
 from pipeline.validation import EventValidator
 from sinks import SinkWriter
 from sinks.metrics import SinkCollector
@@ -52,6 +51,7 @@ class Runtime:
     cell_writer: CellWriter
     started_at: float = field(default_factory=time.time)
     alerts_sent: int = 0
+    alerts_evaluated_at: float = 0.0
     tombstones_sent: int = 0
 
     @property
@@ -234,8 +234,10 @@ async def _tick(runtime: Runtime) -> None:
     housekeeper.expire_view()
     if not runtime.follower.caught_up.is_set():
         return  # alerts on a half-read view would fire and resolve spuriously
+    now = time.monotonic()
+    if now - runtime.alerts_evaluated_at < ctx.settings.alert_interval_s:
+        return
+    runtime.alerts_evaluated_at = now
     for record in housekeeper.evaluate_alerts(owned):
         await ctx.alerts_topic.send(key=record.alert_id.encode(), value=encode_alert(record))
         runtime.alerts_sent += 1
-    if doomed:
-        _log.debug("expired cells", extra=log_fields(event="cells_expired", count=len(doomed)))

@@ -40,6 +40,9 @@ class WorkerSettings:
     broker_session_timeout_s: float = 10.0
     # How often windows are expired, alerts evaluated and gauges refreshed.
     tick_interval_s: float = 1.0
+    # How often SLO rules are evaluated: each evaluation merges the 10s/1m/5m views of every
+    # owned key, so it is kept off the per-second tick (burn-rate windows are minutes long).
+    alert_interval_s: float = 5.0
     api_token: str | None = None
     # The sink (docs/sinks.md): RGW when s3_endpoint is set, else a local folder.
     s3_endpoint: str | None = None

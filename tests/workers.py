@@ -123,6 +123,7 @@ def start_worker(
         **os.environ,
         **topics.env(),
         "EGRESSWATCH_TICK_INTERVAL_S": "0.5",
+        "EGRESSWATCH_ALERT_INTERVAL_S": "0.5",
         **(extra_env or {}),
     }
     args = [

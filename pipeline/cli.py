@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import BinaryIO
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import click
 
@@ -73,6 +76,168 @@ def worker(
         raise click.UsageError(str(exc)) from exc
     configure_json_logging()
     run_worker(settings)
+
+
+# --------------------------------------------------------------------------------- replay
+
+REPLAY_EXIT_CODES = {
+    0: "done (also when the range holds no event)",
+    1: "the output file could not be written",
+    2: "usage: a bad or missing option, a time that does not parse, since >= until",
+    3: "no such service under the prefix (the message lists known ones)",
+    4: "the source cannot be read: endpoint unreachable or timing out, credentials refused, "
+    "no such bucket or folder",
+    5: "a stored object of the range is damaged (bad JSON or gzip, a field missing)",
+}
+
+
+class _ReplayFailed(click.ClickException):
+    """A replay that could not be done; ``exit_code`` says why (:data:`REPLAY_EXIT_CODES`)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Instant(click.ParamType):
+    """ISO 8601 (UTC when it has no offset) or epoch seconds, as an aware datetime."""
+
+    name = "TIME"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        from sinks.replay import InvalidRange, parse_instant
+
+        try:
+            return parse_instant(str(value))
+        except InvalidRange as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@main.command("replay")
+@click.option("--service", required=True, help="The service whose events to read back.")
+@click.option(
+    "--since",
+    required=True,
+    type=_Instant(),
+    help="Start, inclusive: 2026-11-29T10:00:00Z (UTC without offset) or epoch seconds.",
+)
+@click.option("--until", required=True, type=_Instant(), help="End, exclusive (same forms).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "parquet"]),
+    default="jsonl",
+    show_default=True,
+    help="jsonl: one event per line as stored; parquet needs --out.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output file, written whole or not at all [default: stdout, jsonl only].",
+)
+@click.option(
+    "--source",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A local sink folder [env EGRESSWATCH_SINK_LOCAL_ROOT; var/sink if no endpoint].",
+)
+@click.option("--endpoint", help="S3 / RGW endpoint URL [env EGRESSWATCH_S3_ENDPOINT].")
+@click.option("--access-key", help="[env EGRESSWATCH_S3_ACCESS_KEY]")
+@click.option("--secret-key", help="[env EGRESSWATCH_S3_SECRET_KEY]")
+@click.option("--bucket", help="[env EGRESSWATCH_S3_BUCKET; egresswatch]")
+@click.option("--prefix", help="Key prefix [env EGRESSWATCH_SINK_PREFIX; egresswatch].")
+def replay_command(
+    service: str,
+    since: datetime,
+    until: datetime,
+    fmt: str,
+    out: Path | None,
+    source: Path | None,
+    endpoint: str | None,
+    access_key: str | None,
+    secret_key: str | None,
+    bucket: str | None,
+    prefix: str | None,
+) -> None:
+    """Read back the stored events of one service and time range (docs/replay.md).
+
+    One event per request_id, sorted by started_at. A summary goes to stderr. Exit codes:
+    0 done, 1 output not written, 2 usage, 3 unknown service, 4 source unreadable,
+    5 damaged object.
+    """
+    from pipeline.settings import SettingsError, WorkerSettings
+    from sinks.errors import InvalidKey, SinkError
+    from sinks.replay import DamagedObject, InvalidRange, ReplaySource, UnknownService, replay
+
+    if source is not None and endpoint is not None:
+        raise click.UsageError("give --source (a folder) or --endpoint (S3), not both")
+    if fmt == "parquet" and out is None:
+        raise click.UsageError("--format parquet needs --out FILE")
+    if since >= until:
+        raise click.UsageError(f"since must be before until: {since} >= {until}")
+    try:
+        settings = WorkerSettings.from_env(
+            s3_endpoint=endpoint,
+            s3_access_key=access_key,
+            s3_secret_key=secret_key,
+            s3_bucket=bucket,
+            sink_prefix=prefix,
+            sink_local_root=source,
+        )
+        if source is None and settings.s3_endpoint:
+            where = ReplaySource.s3(
+                settings.s3_endpoint,
+                settings.s3_access_key,
+                settings.s3_secret_key,
+                settings.s3_bucket,
+                prefix=settings.sink_prefix,
+            )
+        elif settings.sink_local_root.is_dir():
+            where = ReplaySource.local(settings.sink_local_root, prefix=settings.sink_prefix)
+        else:
+            folder = settings.sink_local_root
+            raise click.UsageError(f"no sink folder {folder}: give --source DIR or --endpoint")
+    except (SettingsError, InvalidKey) as exc:
+        raise click.UsageError(str(exc)) from exc
+
+    try:
+        result = replay(where, service=service, since=since, until=until)
+        _write_replay(result.table, fmt, out)
+    except (InvalidRange, InvalidKey) as exc:
+        raise click.UsageError(str(exc)) from exc
+    except UnknownService as exc:
+        raise _ReplayFailed(str(exc), 3) from exc
+    except (DamagedObject, InvalidEvent) as exc:
+        raise _ReplayFailed(str(exc), 5) from exc
+    except SinkError as exc:
+        raise _ReplayFailed(f"cannot read {exc}", 4) from exc
+    click.echo(
+        f"replayed {len(result)} events ({result.duplicates} duplicates dropped) "
+        f"from {len(result.objects)} objects",
+        err=True,
+    )
+
+
+def _write_replay(table: Any, fmt: str, out: Path | None) -> None:
+    """JSONL to stdout; or the whole file under a temporary name, renamed into place."""
+    from sinks.replay import write_jsonl, write_parquet
+
+    if out is None:
+        write_jsonl(table, click.get_binary_stream("stdout"))
+        return
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        with open(partial, "wb") as file:
+            if fmt == "parquet":
+                write_parquet(table, file)
+            else:
+                write_jsonl(table, file)
+        os.replace(partial, out)
+    except OSError as exc:
+        raise _ReplayFailed(f"cannot write {out}: {exc}", 1) from exc
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
 """The dashboard in headless Chromium (Debian's, driven by Playwright) against a real worker
 and a real Kafka: events appear live, a filter narrows them on the server, and the page
 comes back by itself after the worker restarts. Screenshot: ``test-artifacts/dashboard.png``.
+
+And the feed behind it: with two workers sharing the partitions, a client of either one
+sees the events of every partition.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import threading
 import time
@@ -14,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import websockets
 from playwright.sync_api import Page, sync_playwright
 
-from tests.eventgen import make_event, produce
+from tests.eventgen import make_event, produce, route_for_partition
 from tests.workers import REPO, Topics, Worker, restart, start_worker
 
 pytestmark = pytest.mark.integration
@@ -163,3 +168,53 @@ def test_dashboard_live_filter_and_restart(
         assert not traffic.errors, traffic.errors[:3]
     finally:
         worker.stop()
+
+
+async def test_either_workers_clients_see_every_partition(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topics = Topics(partitions=4)
+    pair = [
+        start_worker(
+            kafka_bootstrap, topics, app_id=f"{topics.prefix}-two", data_dir=tmp_path / f"w{i}"
+        )
+        for i in range(2)
+    ]
+    routes = {route_for_partition(p, topics.partitions): p for p in range(topics.partitions)}
+    seen: list[set[str]] = [set(), set()]
+
+    async def listen(worker: Worker, into: set[str]) -> None:
+        async with websockets.connect(f"ws://127.0.0.1:{worker.port}/v1/ws/events") as ws:
+            async for frame in ws:
+                for line in str(frame).split("\n"):
+                    message = json.loads(line)
+                    if message["type"] == "event":
+                        into.add(message["route"])
+
+    try:
+        await asyncio.gather(*(asyncio.to_thread(w.wait_ready) for w in pair))
+        deadline = time.monotonic() + 60
+        while not all(w.pipeline()["owned_partitions"] > 0 for w in pair):
+            assert time.monotonic() < deadline, "both workers never owned partitions"
+            await asyncio.sleep(0.5)
+        owned = [w.pipeline()["owned_partitions"] for w in pair]
+        assert sum(owned) == topics.partitions and min(owned) < topics.partitions
+        listeners = [asyncio.ensure_future(listen(w, s)) for w, s in zip(pair, seen, strict=True)]
+        try:
+            while not all(s == set(routes) for s in seen):  # the feeds start at the end: repeat
+                assert time.monotonic() < deadline + 30, seen
+                for listener in listeners:
+                    if listener.done():
+                        listener.result()
+                now = time.time()
+                events = [
+                    make_event(route=route, started_at=now, elapsed_ms=4.0) for route in routes
+                ]
+                await produce(kafka_bootstrap, topics.probe, events, partitions=topics.partitions)
+                await asyncio.sleep(0.5)
+        finally:
+            for listener in listeners:
+                listener.cancel()
+    finally:
+        for worker in pair:
+            worker.stop()

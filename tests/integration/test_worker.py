@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -335,3 +336,60 @@ async def _alerts(
         if want <= {(a.route, a.status) for a in seen}:
             return seen
     raise AssertionError(f"alerts missing: {want - {(a.route, a.status) for a in seen}}")
+
+
+async def test_a_rebalance_keeps_every_window(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """A second worker joins after data arrived: partitions move, cells move with them."""
+    topics = Topics(partitions=PARTITIONS)
+    await _create_topics(kafka_bootstrap, topics)
+    base = float(bucket_start(time.time()) - 300)
+    routes = [route_for_partition(p, PARTITIONS) for p in range(PARTITIONS)]
+    rng = random.Random(17)
+
+    def batch(start: float) -> list[ProbeEvent]:
+        return [
+            make_event(route=r, started_at=start + i * 0.05, elapsed_ms=rng.uniform(5, 50), rng=rng)
+            for r in routes
+            for i in range(100)
+        ]
+
+    first, second = batch(base), batch(base + 5)
+    app_id = f"{topics.prefix}-rb"
+    one = start_worker(kafka_bootstrap, topics, app_id=app_id, data_dir=tmp_path / "a")
+    workers = [one]
+    try:
+        await asyncio.to_thread(one.wait_ready)
+        await produce(kafka_bootstrap, topics.probe, first, partitions=PARTITIONS)
+        await _wait_for(lambda: _total_requests(one) == len(first), what="first half")
+        two = start_worker(kafka_bootstrap, topics, app_id=app_id, data_dir=tmp_path / "b")
+        workers.append(two)
+
+        def owned() -> list[int]:
+            try:
+                return [w.pipeline()["owned_partitions"] for w in workers]
+            except httpx.HTTPError:
+                return []
+
+        await _wait_for(
+            owned,
+            until=lambda o: bool(o) and min(o) > 0 and sum(o) == PARTITIONS,
+            timeout=90,
+            what="partitions spread over both workers",
+        )
+        await asyncio.gather(*(asyncio.to_thread(w.wait_ready) for w in workers))
+        await produce(kafka_bootstrap, topics.probe, second, partitions=PARTITIONS)
+        expected = {r: 200 for r in routes}
+
+        def counts(worker: Worker) -> dict[str, int]:
+            return {i["route"]: i["requests"] for i in _items(worker)}
+
+        for worker in workers:
+            await _wait_for(
+                functools.partial(counts, worker),
+                until=lambda got: got == expected,
+                timeout=90,
+                what=f"every route counted exactly twice over on worker {worker.port}",
+            )
+    finally:
+        for worker in workers:
+            worker.stop()

@@ -39,7 +39,14 @@ class HttpService(Service):
 
     def __init__(self, asgi_app: Any, *, host: str, port: int, **kwargs: Any) -> None:
         self._config = uvicorn.Config(
-            asgi_app, host=host, port=port, log_config=None, access_log=False, lifespan="on"
+            asgi_app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,  # the API's tracing middleware logs each request as JSON
+            lifespan="on",
+            # Per-frame deflate doubled the live fan-out's CPU; the frames are small JSON.
+            ws_per_message_deflate=False,
         )
         self._server = _EmbeddedServer(self._config)
         self._serving: asyncio.Task[None] | None = None

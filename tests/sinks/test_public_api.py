@@ -17,6 +17,7 @@ MODULES = [
     "sinks.keys",
     "sinks.metrics",
     "sinks.records",
+    "sinks.replay",
     "sinks.s3",
     "sinks.spool",
     "sinks.stores",

@@ -52,6 +52,21 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     alerts_sent: int = 0
     alerts_evaluated_at: float = 0.0
+    stopping: bool = False
+
+    async def drain(self) -> None:
+        """Before the consumer stops: make everything merged durable, ack it, commit it.
+
+        After this the agent merges nothing more, so no record is both in the changelog
+        and uncommitted: a restart neither loses nor double-counts an event.
+        """
+        self.stopping = True
+        self.cell_writer.flush()
+        await self.sink.flush_all()
+        await self.ledger.release(self.cell_writer.ackable(self.sink.durable_offsets()))
+        app: Any = self.ctx.app
+        await app.commit(app.consumer.assignment())
+
     tombstones_sent: int = 0
 
     @property
@@ -153,6 +168,8 @@ def register(runtime: Runtime) -> None:
         # noack: a record is acked (and its offset committed) only once its critical
         # events are durable in the store or the spool (agents/sinking.py).
         async for event in stream.noack().events():
+            if runtime.stopping:
+                continue  # not merged, not acked: delivered again after the restart
             if writer.backpressure:
                 await writer.wait_writable()  # stop consuming until the spool drains
                 cell_writer.flush()
@@ -207,11 +224,6 @@ def register(runtime: Runtime) -> None:
         writer.discard(tps)
         ledger.forget(tps)
         cell_writer.forget(tps)
-
-    @app.on_before_shutdown.connect  # type: ignore[arg-type]
-    async def on_shutdown(sender: Any, **kwargs: Any) -> None:
-        cell_writer.flush()
-        await writer.flush_all()
 
     @app.task  # type: ignore[untyped-decorator]
     async def start_follower() -> None:

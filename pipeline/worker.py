@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import faust
@@ -88,6 +88,17 @@ class _Worker(faust.Worker):
     builds a record: ~5 % of a busy worker's CPU) and replaces our JSON handler.
     """
 
+    before_stop: Callable[[], Awaitable[None]] | None = None
+
+    async def on_stop(self) -> None:
+        # Runs before the app (and its consumer) stops: the last chance to commit.
+        if self.before_stop is not None:
+            try:
+                await self.before_stop()
+            except Exception:  # noqa: BLE001 - a failed drain must not block the shutdown
+                _log.exception("drain before stop failed; uncommitted records will be redelivered")
+        await super().on_stop()
+
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None
         configure_json_logging(logging.INFO)
@@ -114,6 +125,7 @@ def build_worker(settings: WorkerSettings) -> tuple[EgressApp, faust.Worker]:
     api = create_api(settings, backend=runtime, extra_routes=live_routes(hub))
     http = HttpService(api, host=settings.http_host, port=settings.http_port)
     worker = _Worker(ctx.app, http, _LiveFeedService(feed), loglevel="info", quiet=True)
+    worker.before_stop = runtime.drain
     return ctx, worker
 
 

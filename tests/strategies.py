@@ -12,7 +12,9 @@ hex32 = st.text("0123456789abcdef", min_size=32, max_size=32).filter(lambda s: s
 hex16 = st.text("0123456789abcdef", min_size=16, max_size=16).filter(lambda s: s != "0" * 16)
 services = st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True)
 routes = st.from_regex(r"/[a-z{}0-9_/-]{0,40}", fullmatch=True)
-methods: st.SearchStrategy[Method] = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])
+methods: st.SearchStrategy[Method] = st.sampled_from(
+    ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"]
+)
 millis = st.floats(min_value=0.0, max_value=60_000.0, allow_nan=False, allow_infinity=False)
 epoch = st.floats(min_value=1.7e9, max_value=2.0e9, allow_nan=False, allow_infinity=False)
 

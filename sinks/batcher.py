@@ -121,9 +121,8 @@ class Batcher:
             self._open[tp] = batch
         batch.last_offset = offset
         batch.last_added_at = now
-        for record in records:
-            batch.records.append((offset, record))
-            batch.nbytes += len(record.line) + 1
+        batch.records.extend([(offset, record) for record in records])
+        batch.nbytes += sum([len(record.line) for record in records]) + len(records)
         if len(batch.records) >= self.limits.max_records:
             return self._close(tp, "records")
         if batch.nbytes >= self.limits.max_bytes:

@@ -11,7 +11,7 @@ above ``min_severity`` (``"critical"`` by default, the rules of
 
 from __future__ import annotations
 
-from typing import Final, NamedTuple, Protocol
+from typing import Final, Protocol
 
 import msgspec
 
@@ -33,8 +33,8 @@ _RANK: Final = {name: rank for rank, name in enumerate(SEVERITIES)}
 _encoder = msgspec.json.Encoder()
 
 
-class SinkRecord(NamedTuple):
-    """One line of one object, and where it belongs."""
+class SinkRecord(msgspec.Struct, frozen=True, gc=False):
+    """One line of one object, and where it belongs (built in C, never tracked by the GC)."""
 
     kind: Kind
     service: str

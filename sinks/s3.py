@@ -155,11 +155,12 @@ class S3Store:
     async def put(self, key: str, data: bytes) -> None:
         if len(data) >= MAX_PUT_BYTES:
             raise SinkRejected(f"{key}: {len(data)} bytes is above the single-PUT limit")
-        expected = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        content_md5 = self.content_md5(data)
+        expected = base64.b64decode(content_md5).hex()  # the same digest: one MD5 per PUT
         with map_s3_errors(key):
             async with asyncio.timeout(self.put_timeout_s):
                 response = await self._fs._pipe_file(
-                    f"{self.bucket}/{key}", data, ContentMD5=self.content_md5(data)
+                    f"{self.bucket}/{key}", data, ContentMD5=content_md5
                 )
         etag = str((response or {}).get("ETag", "")).strip('"')
         if etag != expected:

@@ -89,8 +89,10 @@ def _ready_history(base: str, worker: Worker, timeout: float = 90.0) -> list[htt
 @pytest.fixture(scope="module")
 def served(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     topics = Topics(partitions=PARTITIONS)
+    app_id = f"{topics.prefix}-api"
     settings = WorkerSettings(
         kafka_bootstrap=kafka_bootstrap,
+        app_id=app_id,  # the changelog topic's name follows it: never a shared name
         probe_topic=topics.probe,
         dead_letter_topic=topics.dead_letters,
         alerts_topic=topics.alerts,
@@ -101,7 +103,7 @@ def served(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
     worker = start_worker(
         kafka_bootstrap,
         topics,
-        app_id=f"{topics.prefix}-api",
+        app_id=app_id,
         data_dir=data_dir,
         extra_env={"EGRESSWATCH_API_TOKEN": TOKEN},
     )

@@ -324,10 +324,8 @@ def test_memory_stays_bounded_under_any_key_and_time_mix(cells: list[tuple[int, 
     assert len(summary._buckets) <= 50
 
 
-def test_query_over_a_thousand_keys_is_fast() -> None:
-    """Coarse guard (CPU time, 1,000 keys x 30 buckets); the API measures its own p95."""
-    import time
-
+def test_query_over_a_thousand_keys_pages_and_caches() -> None:
+    """1,000 keys x 30 buckets: one page, then the same page from the cache (speed: bench)."""
     summary = SummaryView()
     for k in range(1_000):
         key = f"svc{k % 10}|GET|/r{k:04d}"
@@ -337,14 +335,10 @@ def test_query_over_a_thousand_keys_is_fast() -> None:
                 cell.latency.add(float(10 + (k + b + i) % 40))
             cell.requests = 3
             summary.upsert(cell)
-    start = time.process_time()
     page, total = summary.query(view="5m", limit=100)  # cold: builds the view prefixes
-    cold = time.process_time() - start
-    start = time.process_time()
-    summary.query(view="5m", limit=100)  # cached
-    warm = time.process_time() - start
+    again, _ = summary.query(view="5m", limit=100)  # cached
     assert total == 1_000 and len(page) == 100 and page[0].requests == 90
-    assert cold < 0.5 and warm < 0.05
+    assert again == page
 
 
 @settings(max_examples=40, deadline=None)

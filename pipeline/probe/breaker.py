@@ -121,6 +121,9 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._min_calls = min(config.minimum_number_of_calls, config.sliding_window_size)
         self._slow_trips = config.slow_call_rate_threshold < 1.0
+        self._slow_s = config.slow_call_duration_s
+        # True only while CLOSED with a full window of fast successes (on_success's fast path).
+        self._clean = False
         self._state: BreakerStateName = "closed"
         self._since = clock()
         # Count-based window: a ring of per-call flags plus running totals, so recording
@@ -139,28 +142,49 @@ class CircuitBreaker:
         self._stuck_recoveries = 0
         self._short_circuited = 0
 
+    # The hot paths below read CLOSED without the lock: CLOSED has no time-based transition,
+    # and reading one attribute is atomic, so the answer is the one the lock would have given
+    # just before (or after) a concurrent transition.
+
     @property
     def state(self) -> BreakerStateName:
+        state = self._state
+        if state == "closed":
+            return state
         with self._lock:
             self._advance()
             return self._state
 
     def try_acquire(self) -> bool:
         """True: make the call and report its outcome. False: short-circuit it (counted)."""
+        return self.acquire() is not None
+
+    def acquire(self) -> BreakerStateName | None:
+        """:meth:`try_acquire` and :attr:`state` in one step: the state the call was let
+        through in (``"closed"`` or ``"half_open"``), or None: short-circuit it (counted)."""
+        state = self._state
+        if state == "closed":
+            return state
         with self._lock:
             self._advance()
             if self._state == "closed":
-                return True
+                return "closed"
             if (
                 self._state == "half_open"
                 and self._permits_out < self.config.permitted_calls_in_half_open
             ):
                 self._permits_out += 1
-                return True
+                return "half_open"
             self._short_circuited += 1
-            return False
+            return None
 
     def on_success(self, duration_s: float) -> None:
+        # A full CLOSED window of fast successes absorbs one more unchanged: the ring holds
+        # only zeros, so recording would move the ring's cursor and nothing else (no count,
+        # no rate, no transition). ``_clean`` says so in one atomic read; it is cleared under
+        # the lock before anything else changes (see _record and _transition).
+        if self._clean and duration_s < self._slow_s:
+            return
         self._record(duration_s, failed=False)
 
     def on_failure(self, duration_s: float) -> None:
@@ -195,10 +219,10 @@ class CircuitBreaker:
     # -- internals: _record takes the lock, the others run with it held ----------------
 
     def _record(self, duration_s: float, *, failed: bool) -> None:
-        flags = (_FAILED if failed else 0) | (
-            _SLOW if duration_s >= self.config.slow_call_duration_s else 0
-        )
+        flags = (_FAILED if failed else 0) | (_SLOW if duration_s >= self._slow_s else 0)
         with self._lock:
+            if flags:
+                self._clean = False
             self._advance()
             if self._state == "closed":
                 self._record_in_window(flags)
@@ -206,6 +230,10 @@ class CircuitBreaker:
                     self._failures, self._slow, self._calls
                 ):
                     self._transition("open", self._clock())
+                else:
+                    self._clean = (
+                        self._calls == len(self._ring) and self._failures == 0 and self._slow == 0
+                    )
             elif self._state == "half_open" and self._trial_calls < self._permits_out:
                 self._trial_calls += 1
                 self._trial_failures += flags & _FAILED
@@ -249,6 +277,7 @@ class CircuitBreaker:
             self._transition("half_open", now)
 
     def _transition(self, to: BreakerStateName, at: float) -> None:
+        self._clean = False
         self._transitions.append((self._state, to, at))
         self._state = to
         self._since = at

@@ -22,6 +22,7 @@ status, a ``Retry-After`` the response carries is honoured by :func:`retry_after
 from __future__ import annotations
 
 import email.utils
+import itertools
 import math
 import random
 import threading
@@ -199,15 +200,26 @@ class RetryBudget:
         self._retries = [0] * self._n
         self._granted = 0
         self._refused = 0
+        # Requests of the current bucket are counted without the lock, by an itertools.count
+        # (next() is one C call: atomic under the GIL), and folded into _requests under the
+        # lock when a request falls outside [_count_from, _count_until) or totals are read.
+        self._count = itertools.count()
+        self._count_slot = 0
+        self._count_bucket = _NO_BUCKET
+        self._count_from = math.inf
+        self._count_until = -math.inf
 
     def record_request(self) -> None:
         """Count one logical request (not its retries)."""
-        with self._lock:
-            self._requests[self._slot(self._clock())] += 1
+        now = self._clock()
+        if not self._count_from <= now < self._count_until:
+            self._count_bucket_of(now)
+        next(self._count)
 
     def try_acquire_retry(self) -> bool:
         """True and the retry is counted if within budget; False and a refusal is counted."""
         with self._lock:
+            self._fold()
             now = self._clock()
             requests, retries = self._totals(now)
             if retries + 1 <= self._allowed(requests):
@@ -219,6 +231,7 @@ class RetryBudget:
 
     def snapshot(self) -> RetryBudgetSnapshot:
         with self._lock:
+            self._fold()
             requests, retries = self._totals(self._clock())
             allowed = self._allowed(requests)
             return RetryBudgetSnapshot(
@@ -229,7 +242,51 @@ class RetryBudget:
                 granted_total=self._granted,
             )
 
+    def _count_bucket_of(self, now: float) -> None:
+        """Count from now on in the bucket holding ``now`` (its slot emptied if stale)."""
+        with self._lock:
+            if self._count_from <= now < self._count_until:
+                return  # another thread moved the counter there first
+            self._fold()
+            self._count_slot = slot = self._slot(now)
+            self._count_bucket = bucket = self._bucket[slot]
+            self._count_from, self._count_until = self._times_of(bucket)
+
     # -- internals: called with self._lock held -----------------------------------------
+
+    def _fold(self) -> None:
+        """Add the lock-free counter's requests to its bucket's slot, and restart it.
+
+        Every locked path folds before it reads or empties a slot; if the slot moved on to a
+        newer bucket anyway (the counted one left the window), the count is stale and dropped.
+        ``repr`` is how an ``itertools.count`` tells its value without counting one more
+        (``count(12)``).
+        """
+        counter, self._count = self._count, itertools.count()
+        counted = int(repr(counter)[6:-1])
+        if counted and self._bucket[self._count_slot] == self._count_bucket:
+            self._requests[self._count_slot] += counted
+
+    def _times_of(self, bucket: int) -> tuple[float, float]:
+        """``[start, end)``: exactly the clock values ``t`` with ``floor(t / width) == bucket``.
+
+        ``bucket * width`` can be a float or two off the true edge; dividing by a positive
+        width is monotonic, so nudging each edge to the last float that still divides into
+        the right bucket gives the exact range.
+        """
+        width = self._width
+        up, down = math.inf, -math.inf
+        start = bucket * width
+        while math.floor(start / width) < bucket:
+            start = math.nextafter(start, up)
+        while math.floor(math.nextafter(start, down) / width) >= bucket:
+            start = math.nextafter(start, down)
+        end = (bucket + 1) * width
+        while math.floor(end / width) <= bucket:
+            end = math.nextafter(end, up)
+        while math.floor(math.nextafter(end, down) / width) > bucket:
+            end = math.nextafter(end, down)
+        return start, end
 
     def _allowed(self, requests: int) -> float:
         return max(self.config.budget_ratio * requests, self._floor)

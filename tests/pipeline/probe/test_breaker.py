@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import get_args
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -643,3 +643,89 @@ TestBreakerWalk.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+# -- the lock-free paths decide exactly as the lock ----------------------------------------
+
+
+class _LockedBreaker(CircuitBreaker):
+    """The breaker without its lock-free paths: every call takes the lock, and every success
+    is written into the window. The oracle for the test below."""
+
+    @property
+    def state(self) -> BreakerStateName:
+        with self._lock:
+            self._advance()
+            return self._state
+
+    def acquire(self) -> BreakerStateName | None:
+        with self._lock:
+            self._advance()
+            if self._state == "closed":
+                return "closed"
+            if (
+                self._state == "half_open"
+                and self._permits_out < self.config.permitted_calls_in_half_open
+            ):
+                self._permits_out += 1
+                return "half_open"
+            self._short_circuited += 1
+            return None
+
+    def on_success(self, duration_s: float) -> None:
+        self._record(duration_s, failed=False)
+
+
+_call = st.tuples(st.just("call"), st.sampled_from([0.0, 0.5, 1.0, 3.0]), st.booleans())
+_walk = st.lists(
+    st.one_of(
+        _call,
+        _call,
+        _call,
+        st.tuples(st.just("acquire"), st.just(0.0), st.just(True)),
+        st.tuples(st.just("report"), st.sampled_from([0.0, 1.0]), st.booleans()),
+        st.tuples(st.just("release"), st.just(0.0), st.just(True)),
+        st.tuples(st.just("tick"), st.sampled_from([0.1, 0.5, 2.0, 5.0, 11.0]), st.just(True)),
+    ),
+    min_size=40,
+    max_size=200,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(config=_configs, ops=_walk)
+def test_lock_free_paths_decide_as_the_lock_would(
+    config: BreakerConfig, ops: list[tuple[str, float, bool]]
+) -> None:
+    """CLOSED answers without the lock, and a full window of fast successes absorbs another
+    without writing it: same answers, same states, same snapshots as taking the lock."""
+    clock = FakeClock()
+    fast = CircuitBreaker("walk:1", config, clock=clock)
+    locked = _LockedBreaker("walk:1", config, clock=clock)
+    held = 0
+    for op, value, ok in ops:
+        if op == "tick":
+            clock.advance(value)
+        elif op in ("call", "acquire"):
+            state = fast.acquire()
+            assert state == locked.acquire()
+            if state is not None:
+                assert state in ("closed", "half_open")
+                if op == "acquire":
+                    held += 1
+                elif ok:
+                    fast.on_success(value)
+                    locked.on_success(value)
+                else:
+                    fast.on_failure(value)
+                    locked.on_failure(value)
+        elif held and op == "report":
+            held -= 1
+            (fast.on_success if ok else fast.on_failure)(value)
+            (locked.on_success if ok else locked.on_failure)(value)
+        elif held and op == "release":
+            held -= 1
+            fast.release()
+            locked.release()
+        assert fast.state == locked.state
+        assert fast.snapshot() == locked.snapshot()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 import threading
@@ -11,7 +12,7 @@ from email.utils import format_datetime
 from fractions import Fraction
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.probe.retry import (
@@ -387,3 +388,120 @@ def test_budget_counts_stay_consistent_under_threads() -> None:
     assert snap.granted_total + snap.refused_total == 16_000
     assert snap.requests_in_window == 16_000  # the test runs well inside one 10 s window
     assert snap.retries_in_window == snap.granted_total <= 0.5 * 16_000
+
+
+class _LockedBudget:
+    """The budget as it was before its lock-free request count: every call takes the lock
+    and files the request in its bucket at once. The oracle for the test below."""
+
+    def __init__(self, config: RetryConfig, clock: FakeClock) -> None:
+        self.config = config
+        self._clock = clock
+        self._n = max(1, math.ceil(config.budget_window_s))
+        self._width = config.budget_window_s / self._n
+        self._floor = config.budget_min_retries_per_s * config.budget_window_s
+        self._bucket = [-(2**63)] * self._n
+        self._requests = [0] * self._n
+        self._retries = [0] * self._n
+        self._granted = 0
+        self._refused = 0
+
+    def record_request(self) -> None:
+        self._requests[self._slot(self._clock())] += 1
+
+    def try_acquire_retry(self) -> bool:
+        now = self._clock()
+        requests, retries = self._totals(now)
+        if retries + 1 <= max(self.config.budget_ratio * requests, self._floor):
+            self._retries[self._slot(now)] += 1
+            self._granted += 1
+            return True
+        self._refused += 1
+        return False
+
+    def totals(self) -> tuple[int, int, int, int]:
+        return (*self._totals(self._clock()), self._granted, self._refused)
+
+    def _slot(self, now: float) -> int:
+        bucket = math.floor(now / self._width)
+        slot = bucket % self._n
+        if self._bucket[slot] != bucket:
+            self._bucket[slot] = bucket
+            self._requests[slot] = 0
+            self._retries[slot] = 0
+        return slot
+
+    def _totals(self, now: float) -> tuple[int, int]:
+        current = math.floor(now / self._width)
+        requests = retries = 0
+        for slot in range(self._n):
+            if current - self._n < self._bucket[slot] <= current:
+                requests += self._requests[slot]
+                retries += self._retries[slot]
+        return requests, retries
+
+
+# Clock steps: bucket edges of odd widths (2.5 s over 3 buckets), float dust, big jumps.
+_steps = st.one_of(
+    st.sampled_from([0.0, 1e-9, 0.125, 0.5, 0.833_333_333_333_333_4, 1.0, 2.5, 11.0, 40.0]),
+    st.floats(0.0, 3.0),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.just(("request", 0.0)), st.just(("retry", 0.0)), st.tuples(st.just("tick"), _steps)
+        ),
+        min_size=20,
+        max_size=300,
+    ),
+    window=st.sampled_from([0.7, 1.0, 2.5, 3.0, 10.0]),
+    ratio=st.sampled_from([0.0, 0.2, 1.0]),
+    min_per_s=st.sampled_from([0.0, 0.5, 3.0]),
+    start=st.sampled_from([0.0, 1e6 + 0.3, 123_456.789]),
+)
+def test_budget_decides_exactly_as_the_locked_budget(
+    ops: list[tuple[str, float]], window: float, ratio: float, min_per_s: float, start: float
+) -> None:
+    config = RetryConfig(
+        budget_ratio=ratio, budget_min_retries_per_s=min_per_s, budget_window_s=window
+    )
+    clock = FakeClock(now=start)
+    fast = RetryBudget(config, clock=clock)
+    locked = _LockedBudget(config, clock)
+    for op, step in ops:
+        if op == "tick":
+            clock.advance(step)
+        elif op == "request":
+            fast.record_request()
+            locked.record_request()
+        else:
+            assert fast.try_acquire_retry() == locked.try_acquire_retry()
+        snap = fast.snapshot()
+        assert (
+            snap.requests_in_window,
+            snap.retries_in_window,
+            snap.granted_total,
+            snap.refused_total,
+        ) == locked.totals()
+
+
+@pytest.mark.parametrize("window", [0.7, 2.5])
+def test_budget_files_requests_at_float_edges_like_the_locked_budget(window: float) -> None:
+    """``bucket * width`` is a float or two off the bucket's true edge for these widths
+    (3 * 0.7 = 2.0999999999999996, which divides back into bucket 2): a request a float away
+    from an edge must land in the bucket ``floor(t / width)`` says, as before."""
+    config = RetryConfig(budget_ratio=1.0, budget_min_retries_per_s=0.0, budget_window_s=window)
+    clock = FakeClock(now=0.0)
+    fast, locked = RetryBudget(config, clock=clock), _LockedBudget(config, clock)
+    width = window / math.ceil(window)
+    for bucket in range(1, 80):
+        edge = bucket * width
+        for t in (math.nextafter(edge, -math.inf), edge, math.nextafter(edge, math.inf)):
+            clock.now = t
+            fast.record_request()
+            locked.record_request()
+            snap = fast.snapshot()
+            assert (snap.requests_in_window, snap.retries_in_window) == locked.totals()[:2]

@@ -1,9 +1,10 @@
 """The emitter's background half: one daemon thread, its own event loop, one Kafka producer.
 
 Nothing here runs on a caller's thread or loop. The thread takes events from an
-:class:`EventSource` (the emitter's bounded queue), encodes them, groups them by target
-partition and sends one batch-envelope record per group, then waits for the acks before it
-takes more, so at most one cycle of events (``drain_max_events``) is ever outside the queue.
+:class:`EventSource` (the emitter's bounded queue; a probe record is built into its event
+here, :func:`pipeline.probe._record.wire`), encodes them, groups them by target partition
+and sends one batch-envelope record per group, then waits for the acks before it takes more,
+so at most one cycle of events (``drain_max_events``) is ever outside the queue.
 
 Life of the thread::
 
@@ -41,19 +42,23 @@ from aiokafka.errors import (
 
 from pipeline.envelope import encode_batch
 from pipeline.partitioning import key_bytes, partition_for_key
+from pipeline.probe._record import Record, wire
 from pipeline.schema import ProbeEvent, encode_event, table_key
 
-__all__ = ["EventSource", "ProducerConfig", "ProducerThread"]
+__all__ = ["EventSource", "Item", "ProducerConfig", "ProducerThread"]
 
 log = logging.getLogger("egresswatch.emitter")
+
+Item = ProbeEvent | Record
+"""What the queue holds: an event, or a probe record whose event this thread builds."""
 
 
 class EventSource(Protocol):
     """What the thread needs from the emitter's queue. Every method is thread-safe."""
 
     def depth(self) -> int: ...
-    def drain(self, max_events: int) -> list[ProbeEvent]: ...
-    def requeue(self, events: Sequence[ProbeEvent]) -> None: ...
+    def drain(self, max_events: int) -> list[Item]: ...
+    def requeue(self, events: Sequence[Item]) -> None: ...
     def record_sent(self, events: int) -> None: ...
     def record_send_error(self) -> None: ...
     def record_rejected(self, events: int) -> None: ...
@@ -232,7 +237,7 @@ class ProducerThread:
             if events:
                 await self._send_cycle(producer, events)
 
-    async def _send_cycle(self, producer: Any, events: list[ProbeEvent]) -> None:
+    async def _send_cycle(self, producer: Any, events: list[Item]) -> None:
         """Send ``events`` as one record per (partition, chunk); wait for all acks.
 
         A record the broker rejects as such (too large, corrupt) is dropped and counted: sending
@@ -248,8 +253,8 @@ class ProducerThread:
             log.exception("could not build probe records; their events are dropped")
             self._source.record_invalid(len(events))
             return
-        pending: list[tuple[asyncio.Future[Any], list[ProbeEvent]]] = []
-        outcomes: list[tuple[BaseException, list[ProbeEvent]]] = []
+        pending: list[tuple[asyncio.Future[Any], list[Item]]] = []
+        outcomes: list[tuple[BaseException, list[Item]]] = []
         for partition, key, value, chunk in records:
             try:
                 future = await self._bounded(
@@ -267,7 +272,7 @@ class ProducerThread:
                 self._source.record_sent(len(chunk))
             else:
                 outcomes.append((failure, chunk))
-        retry: list[ProbeEvent] = []
+        retry: list[Item] = []
         for exc, chunk in outcomes:
             self._source.record_send_error()
             if isinstance(exc, _REJECTED):
@@ -284,25 +289,28 @@ class ProducerThread:
         first = next(exc for exc, _ in outcomes if not isinstance(exc, _REJECTED))
         raise _SendFailed(f"{len(retry)} events not acknowledged") from first
 
-    def _build_records(
-        self, events: list[ProbeEvent]
-    ) -> list[tuple[int, bytes, bytes, list[ProbeEvent]]]:
-        """Group events by partition, cut groups into records, wrap each in an envelope."""
+    def _build_records(self, events: list[Item]) -> list[tuple[int, bytes, bytes, list[Item]]]:
+        """Encode events (building those of records), group them by partition, cut groups
+        into records, wrap each in an envelope. A failed record keeps its items as they came.
+        """
         config = self._config
         num_partitions = self.num_partitions
-        groups: dict[int, list[tuple[str, bytes, ProbeEvent]]] = {}
+        groups: dict[int, list[tuple[str, bytes, Item]]] = {}
         invalid = 0
         for event in events:
             try:
-                key = table_key(event)
-                data = encode_event(event)
+                if isinstance(event, tuple):
+                    key, data = wire(event)
+                else:
+                    key = table_key(event)
+                    data = encode_event(event)
             except Exception:  # noqa: BLE001 - not a ProbeEvent: counted, never sent
                 invalid += 1
                 continue
             groups.setdefault(partition_for_key(key, num_partitions), []).append((key, data, event))
         if invalid:
             self._source.record_invalid(invalid)
-        records: list[tuple[int, bytes, bytes, list[ProbeEvent]]] = []
+        records: list[tuple[int, bytes, bytes, list[Item]]] = []
         sent_at = self._clock()
         for partition, items in groups.items():
             start = 0

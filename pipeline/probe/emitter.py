@@ -3,9 +3,11 @@
 ``KafkaEmitter`` is an :class:`~pipeline.probe.sink.EventSink`. ``submit`` appends the event
 to a bounded deque under a lock held for well under a microsecond, and returns: it never does
 I/O, never encodes, never waits for Kafka, never raises, and works from any thread and any
-event loop. A daemon thread with its own event loop (``_producer_thread``) drains the deque,
-packs events into batch-envelope records, one record per target partition, and sends them with
-an idempotent ``acks="all"`` producer.
+event loop. The probe transport calls ``submit_record`` instead, with the compact record of
+an attempt (:mod:`pipeline.probe._record`): the same queue, and the event is built, from
+the record, in the background thread. A daemon thread with its own event loop
+(``_producer_thread``) drains the deque, packs events into batch-envelope records, one record
+per target partition, and sends them with an idempotent ``acks="all"`` producer.
 
 Contract (docs/emitter.md):
 
@@ -45,7 +47,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
 
 from pipeline.envelope import MAX_EVENTS_PER_ENVELOPE
-from pipeline.probe._producer_thread import ProducerConfig, ProducerFactory, ProducerThread
+from pipeline.probe._producer_thread import Item, ProducerConfig, ProducerFactory, ProducerThread
+from pipeline.probe._record import Record
 from pipeline.schema import ProbeEvent
 from pipeline.topics import PROBE_EVENTS_TOPIC
 
@@ -111,7 +114,7 @@ class EmitterStats:
 
 @dataclass(slots=True)
 class _Counters:
-    submitted: int = 0
+    late: int = 0  # submits after close (submitted = enqueued + late)
     enqueued: int = 0
     dropped_queue_full: int = 0
     sent_events: int = 0
@@ -128,7 +131,7 @@ class _BoundedQueue:
 
     def __init__(self, maxlen: int, wake_at: int) -> None:
         self.lock = threading.Lock()
-        self.events: deque[ProbeEvent] = deque(maxlen=maxlen)
+        self.events: deque[Item] = deque(maxlen=maxlen)
         self.maxlen = maxlen
         self.wake_at = wake_at
         self.wake_pending = False
@@ -137,9 +140,9 @@ class _BoundedQueue:
     def depth(self) -> int:
         return len(self.events)
 
-    def drain(self, max_events: int) -> list[ProbeEvent]:
+    def drain(self, max_events: int) -> list[Item]:
         """Take up to ``max_events``, oldest first, holding the lock for short steps only."""
-        taken: list[ProbeEvent] = []
+        taken: list[Item] = []
         while len(taken) < max_events:
             with self.lock:
                 self.wake_pending = False
@@ -153,7 +156,7 @@ class _BoundedQueue:
                 taken.extend([popleft() for _ in range(min(want, _DRAIN_STEP))])
         return taken
 
-    def requeue(self, failed: Sequence[ProbeEvent]) -> None:
+    def requeue(self, failed: Sequence[Item]) -> None:
         """Put ``failed`` (oldest first, older than anything queued) back at the front."""
         with self.lock:
             room = self.maxlen - len(self.events)
@@ -256,26 +259,33 @@ class KafkaEmitter:
 
     def submit(self, event: ProbeEvent) -> None:
         """Queue ``event`` for Kafka. O(1); never blocks on I/O, never raises."""
+        self.submit_record(event)  # type: ignore[arg-type]  # the queue takes both
+
+    def submit_record(self, record: Record) -> None:
+        """Queue a probe record (:mod:`pipeline.probe._record`) for Kafka: its event is built
+        and encoded in the background thread. O(1); never blocks on I/O, never raises."""
         try:
             if not self._started:
                 self.start()
             queue = self._queue
             with queue.lock:
                 counts = queue.counts
-                counts.submitted += 1
                 if self._closed:
+                    counts.late += 1
                     counts.dropped_on_close += 1
                     return
                 events = queue.events
-                if len(events) == queue.maxlen:
+                depth = len(events)
+                if depth == queue.maxlen:  # the deque drops its oldest to take this one
                     counts.dropped_queue_full += 1
-                events.append(event)
+                else:
+                    depth += 1
+                events.append(record)
                 counts.enqueued += 1
-                wake = len(events) >= queue.wake_at and not queue.wake_pending
-                if wake:
-                    queue.wake_pending = True
-            if wake:
-                self._thread.wake()
+                if depth < queue.wake_at or queue.wake_pending:
+                    return
+                queue.wake_pending = True
+            self._thread.wake()
         except Exception:  # noqa: BLE001, S110 - the observed call must never fail because of us
             pass
 
@@ -344,7 +354,7 @@ class KafkaEmitter:
         with queue.lock:
             c = queue.counts
             return EmitterStats(
-                submitted=c.submitted,
+                submitted=c.enqueued + c.late,
                 enqueued=c.enqueued,
                 dropped_queue_full=c.dropped_queue_full,
                 sent_events=c.sent_events,

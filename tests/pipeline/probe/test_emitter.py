@@ -20,7 +20,9 @@ from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
 from pipeline.envelope import decode_batch
 from pipeline.partitioning import key_bytes, partition_for_key
+from pipeline.probe._record import RecordContext, materialize
 from pipeline.probe.emitter import EmitterStats, KafkaEmitter, _BoundedQueue, resolve_compression
+from pipeline.probe.nat import NatMapping
 from pipeline.probe.sink import EventSink
 from pipeline.schema import ProbeEvent, table_key
 
@@ -521,3 +523,84 @@ def test_many_threads_submitting_while_sending_lose_nothing_uncounted(
     assert stats.submitted == stats.enqueued == total
     assert stats.dropped_on_close == 0 and settled(stats) == total
     assert len(kafka.all_events()) == stats.sent_events > 0
+
+
+# -- probe records: the event is built in the emitter's thread ------------------------------
+
+
+def probe_record(i: int) -> tuple[Any, ...]:
+    """A record as the transport hands it over (see pipeline.probe._record)."""
+    return (
+        RecordContext("checkout", NatMapping()),
+        BASE.started_at + i,
+        10.0,
+        10.004,
+        10.0125,
+        "GET",
+        f"/api/r{i % 7}/{{id}}",
+        "orders.internal:443",
+        None,
+        None,
+        BASE.trace_id,
+        f"{i + 1:016x}",
+        i + 1,
+        1,
+        200 if i % 5 else 503,
+        0,
+        11,
+        True,
+        "10.0.0.7",
+        "closed",
+        0.0,
+        None,
+        None,
+    )
+
+
+def test_records_become_the_same_events_in_the_thread(
+    make_emitter: Callable[..., KafkaEmitter], kafka: FakeKafka
+) -> None:
+    emitter = make_emitter(batch_max_events=50)
+    records = [probe_record(i) for i in range(120)]
+    for i, rec in enumerate(records):
+        emitter.submit_record(rec)
+        emitter.submit(make_event(1000 + i))  # events and records share the queue
+    stats = emitter.close()
+    assert stats.sent_events == stats.submitted == 240 and stats.dropped_total == 0
+    sent = {e.request_id: e for e in kafka.all_events()}
+    for rec in records:
+        assert sent[rec[11]] == materialize(rec)
+    # Each event went to its table key's partition, as an event submitted as such does.
+    for partition, events in kafka.events_by_partition().items():
+        assert {partition_for_key(table_key(e), kafka.partitions) for e in events} == {partition}
+
+
+def test_a_failed_send_requeues_records_as_records(
+    make_emitter: Callable[..., KafkaEmitter], kafka: FakeKafka
+) -> None:
+    kafka.send_failures = [KafkaTimeoutError()]
+    emitter = make_emitter(batch_max_events=10)
+    emitter.start()
+    wait_until(lambda: emitter.stats().connected)
+    records = [probe_record(i) for i in range(10)]
+    for rec in records:
+        emitter.submit_record(rec)
+    wait_until(lambda: emitter.stats().sent_events == 10)
+    stats = emitter.close()
+    assert stats.requeued > 0 and stats.send_errors == 1 and stats.dropped_total == 0
+    assert sorted(kafka.all_events(), key=lambda e: e.request_id) == [
+        materialize(rec) for rec in records
+    ]
+
+
+def test_submits_after_close_are_counted_as_submitted_and_dropped(
+    make_emitter: Callable[..., KafkaEmitter],
+) -> None:
+    emitter = make_emitter()
+    emitter.submit_record(probe_record(0))
+    emitter.close()
+    emitter.submit_record(probe_record(1))
+    emitter.submit(make_event(2))
+    stats = emitter.stats()
+    assert (stats.submitted, stats.enqueued, stats.sent_events) == (3, 1, 1)
+    assert stats.dropped_on_close == 2 and settled(stats) == 3

@@ -1,26 +1,40 @@
 """One attempt of one request: the bookkeeping that ends in exactly one probe event.
 
-One :class:`_Logical` per request the caller sends (its trace, route, upstream, retry
-eligibility), one :class:`_Attempt` per try. An attempt ends exactly once, in
-:meth:`_Attempt.finish`: that builds the event, hands it to the sink, reports the outcome
-to the breaker and lowers the in-flight gauge. Every step there is guarded: a failure of
-the probe is counted (``_Core.internal_error``) and never reaches the caller.
+An :class:`_Attempt` is one try of a request the caller sent. The first one also carries
+what is the same for every try of that request (trace, route, upstream, retry eligibility:
+"the logical request"); a retry starts from a copy of those (:meth:`_Attempt.successor`).
+Once its response headers are in, the attempt also wraps the response body (the subclasses
+in :mod:`pipeline.probe._streams`), so a request costs one object, not three.
+
+An attempt ends exactly once, in :meth:`_Attempt.finish`: that hands the sink a compact
+record (:mod:`pipeline.probe._record`; the event is built from it off the caller's path
+when the sink allows), reports the outcome to the breaker and lowers the in-flight gauge.
+Every step there is guarded: a failure of the probe is counted (``_Core.internal_error``)
+and never reaches the caller.
+
+The hot path reaches into two httpx internals, pinned with httpx (``>=0.28,<0.29``) and
+checked once at import: ``Headers._list`` (to find and add ``traceparent`` without
+re-encoding every header) and ``URL._uri_reference`` (host, port and path without
+re-encoding the URL). If either check fails, the public API is used instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import operator
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import httpx
 
-from pipeline.probe._errors import classify_exception, classify_status
-from pipeline.probe.breaker import CircuitBreaker
-from pipeline.probe.retry import NOTHING_SENT_ERROR_CLASSES
-from pipeline.probe.tracecontext import format_traceparent, new_span_id
-from pipeline.schema import ErrorClass, Outcome, ProbeEvent, derive_severity
+from pipeline.probe._errors import classify_exception
+from pipeline.probe.breaker import BreakerStateName, CircuitBreaker
+from pipeline.probe.tracecontext import SAMPLED, parse_traceparent
+from pipeline.probe.tracecontext import ambient_trace as current_trace
+from pipeline.probe.tracecontext import random_bits as getrandbits
+from pipeline.schema import ErrorClass, Outcome
 
 if TYPE_CHECKING:
     from pipeline.probe._core import _Core
@@ -31,70 +45,79 @@ _wall = time.time
 _FAILURE_OUTCOMES: Final = frozenset(
     {"timeout", "connect_error", "transport_error", "protocol_error"}
 )
-# Nothing left the process for these: bytes_sent is 0 whatever the declared length.
-_NOTHING_SENT: Final = NOTHING_SENT_ERROR_CLASSES | {"pool_timeout", "tls_error", "breaker_open"}
 _METHODS: Final = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
 )
+_METHOD_LABELS: Final = {method: method for method in _METHODS}
+_TRACEPARENT: Final = b"traceparent"
+_lowercase_key = operator.itemgetter(1)
+_M64: Final = (1 << 64) - 1
 
 
-class _Logical:
-    """One request as the caller sent it: the same for all its attempts."""
+def _headers_list_works() -> bool:
+    """Whether ``Headers._list`` is the ``(raw key, lowercase key, value)`` list we expect."""
+    try:
+        headers = httpx.Headers({"Accept": "x"})
+        entries = headers._list
+        if entries != [(b"Accept", b"accept", b"x")]:
+            return False
+        entries.append((_TRACEPARENT, _TRACEPARENT, b"00-a"))
+        return headers.get("traceparent") == "00-a" and headers.raw[-1] == (_TRACEPARENT, b"00-a")
+    except Exception:  # noqa: BLE001 - any surprise: use the public API
+        return False
 
-    __slots__ = (
-        "breaker",
-        "declared_bytes",
-        "flags",
-        "logical_id",
-        "method",
-        "replayable",
-        "request",
-        "route",
-        "trace_id",
-        "upstream",
-        "user_trace",
-    )
 
-    def __init__(
-        self, request: httpx.Request, upstream: str, route: str, trace_id: str, flags: int
-    ) -> None:
-        self.request = request
-        method = request.method.upper()
-        # Extension methods (PROPFIND, ...) are an open set: one bounded label for them all.
-        self.method = method if method in _METHODS else "OTHER"
-        self.upstream = upstream
-        self.route = route
-        self.trace_id = trace_id
-        self.flags = flags
-        self.logical_id = new_span_id()
-        self.breaker: CircuitBreaker | None = None
-        self.replayable = isinstance(request.stream, httpx.ByteStream)
-        try:  # httpx has read byte bodies already: no header lookup needed
-            self.declared_bytes = len(request.content)
-        except httpx.RequestNotRead:  # a stream (or a redirect's copy of a body)
-            length = request.headers.get("content-length")
-            self.declared_bytes = int(length) if length and length.isdigit() else 0
-        user_trace: Any = request.extensions.get("trace")
-        owner = getattr(user_trace, "__self__", None)
-        if isinstance(owner, _Attempt):  # ours, from the hop before a redirect: unwrap
-            previous: _Logical = owner.logical
-            user_trace = previous.user_trace
-        self.user_trace: Any = user_trace
+_FAST_HEADERS: Final = _headers_list_works()
+
+
+def _find_traceparent(headers: httpx.Headers) -> bytes | str | None:
+    """The request's ``traceparent`` value (several are joined, as ``Headers.get`` does)."""
+    if not _FAST_HEADERS:
+        value: str | None = headers.get("traceparent")
+        return value
+    entries = headers._list
+    if _TRACEPARENT not in map(_lowercase_key, entries):  # one C-level scan
+        return None
+    return b", ".join([entry[2] for entry in entries if entry[1] == _TRACEPARENT])
+
+
+def _method_label(method: str) -> str:
+    """Extension methods (PROPFIND, ...) are an open set: one bounded label for them all."""
+    method = method.upper()
+    return method if method in _METHODS else "OTHER"
+
+
+def _nonzero(bits: int) -> int:
+    """Ids are never all zero (W3C): redraw in the ~2**-64 case."""
+    while not bits:  # pragma: no cover - probability 2**-64
+        bits = getrandbits(64)
+    return bits
 
 
 class _Attempt:
     """One try of a logical request, from send to the end of its body."""
 
     __slots__ = (
-        "attempt",
+        # The logical request: the same for all its attempts (copied by successor()).
         "breaker",
+        "core",
+        "declared_bytes",
+        "flags",
+        "logical_id",
+        "method",
+        "request",
+        "route",
+        "trace_id",
+        "upstream",
+        "user_trace",
+        # This attempt.
+        "attempt",
         "breaker_state",
         "connect",
-        "core",
         "done",
         "internal_ip",
-        "logical",
         "loop",
+        "ours_on_request",
         "pool_wait_ms",
         "received",
         "request_id",
@@ -105,57 +128,186 @@ class _Attempt:
         "t_last",
         "tls",
         "trace_t",
+        # The response body it wraps (set by got_response; see _streams).
+        "_deadline",
+        "_inner",
+        "_iter",
+        "_raw",
     )
+    breaker: CircuitBreaker | None
+    core: _Core
+    declared_bytes: int
+    flags: int
+    logical_id: int
+    method: str
+    request: httpx.Request
+    route: str
+    trace_id: str
+    upstream: str
+    user_trace: Any
+    attempt: int
+    breaker_state: BreakerStateName | None
+    connect: float | None
+    done: bool
+    internal_ip: str | None
+    loop: asyncio.AbstractEventLoop | None
+    ours_on_request: bool
+    pool_wait_ms: float | None
+    received: int
+    request_id: str
+    started_at: float
+    status_code: int | None
+    t0: float
+    t_headers: float
+    t_last: float
+    tls: float | None
+    trace_t: dict[str, float] | None
+    _deadline: float | None  # loop.time() (async) or perf_counter() (sync) value
+    _inner: Any  # the response's own byte stream
+    _iter: Any
+    _raw: bool  # _inner is httpcore's stream, in place of httpx's wrapper of it
 
-    def __init__(
-        self,
-        core: _Core,
-        logical: _Logical,
-        attempt: int,
-        breaker: CircuitBreaker | None,
-        loop: asyncio.AbstractEventLoop | None,
-    ) -> None:
-        self.core = core
-        self.logical = logical
-        self.attempt = attempt
-        self.breaker = breaker
-        self.breaker_state = breaker.state if breaker is not None else None
-        self.loop = loop
+    def __init__(self, core: _Core, request: httpx.Request) -> None:
+        """The first attempt of a new logical request (not started: see :meth:`start`)."""
         self.done = False
-        self.received = 0
-        self.status_code: int | None = None
-        self.internal_ip: str | None = None
-        self.t_headers = 0.0
-        self.connect: float | None = None
-        self.tls: float | None = None
-        self.trace_t: dict[str, float] | None = None
-        self.request_id = span = new_span_id()
-        request = logical.request
-        request.headers["traceparent"] = format_traceparent(logical.trace_id, span, logical.flags)
-        if core.timeout_ext is not None:
-            request.extensions["timeout"] = core.timeout_ext
+        self.core = core
+        self.request = request
+        self.attempt = 1
+        self.upstream, self.route, self.breaker = core.resolve(request.url)
+        if _FAST_HEADERS and _TRACEPARENT not in map(_lowercase_key, request.headers._list):
+            self.ours_on_request = False  # one C-level scan: the common case, nothing to parse
+            parent = current_trace.get()
+        else:
+            header = _find_traceparent(request.headers)
+            # A traceparent to replace, not to add (or no fast way to add one).
+            self.ours_on_request = header is not None or not _FAST_HEADERS
+            parent = parse_traceparent(header) if header is not None else None
+            if parent is None:
+                parent = current_trace.get()
+        if parent is None:
+            bits = getrandbits(192)  # a new trace id and the logical request id, in one call
+            trace, logical = bits >> 64, bits & _M64
+            while not trace:  # pragma: no cover - probability 2**-128
+                trace = getrandbits(128)
+            self.trace_id = f"{trace:032x}"
+            self.flags = SAMPLED
+        else:
+            self.trace_id = parent.trace_id
+            self.flags = parent.flags & SAMPLED
+            logical = getrandbits(64)
+        self.logical_id = logical or _nonzero(logical)  # formatted off the hot path
+        method = request.method
+        label = _METHOD_LABELS.get(method)
+        self.method = label if label is not None else _method_label(method)
+        try:  # httpx has read byte bodies already: no header lookup needed
+            self.declared_bytes = len(request.content)
+        except httpx.RequestNotRead:  # a stream (or a redirect's copy of a body)
+            length = request.headers.get("content-length")
+            self.declared_bytes = int(length) if length and length.isdigit() else 0
         if core.phase_timings:
-            self.trace_t = {}
-            request.extensions["trace"] = self.atrace if loop is not None else self.trace
-        total = core.attempt_started(logical.upstream)
-        limit = core.pool_limit
-        self.pool_wait_ms: float | None = (
-            0.0 if limit is not None and total <= limit and not core.phase_timings else None
-        )
-        self.started_at = _wall()
-        self.t0 = self.t_last = _perf()
+            user_trace = request.extensions.get("trace")
+            owner = getattr(user_trace, "__self__", None)
+            if isinstance(owner, _Attempt):  # ours, from the hop before a redirect: unwrap
+                user_trace = owner.user_trace
+            self.user_trace = user_trace
+        else:
+            self.user_trace = None
+        budget = core.budget
+        if budget is not None:
+            budget.record_request()
+
+    @property
+    def replayable(self) -> bool:
+        """Whether the body can be sent again (httpx holds it as bytes)."""
+        return isinstance(self.request.stream, httpx.ByteStream)
+
+    def successor(self) -> Self:
+        """The next attempt of the same logical request (not started)."""
+        nxt = type(self).__new__(type(self))
+        nxt.done = False
+        nxt.core = self.core
+        nxt.request = self.request
+        nxt.attempt = self.attempt + 1
+        nxt.upstream = self.upstream
+        nxt.route = self.route
+        nxt.ours_on_request = True  # our traceparent from this attempt: replace it
+        nxt.trace_id = self.trace_id
+        nxt.flags = self.flags
+        nxt.logical_id = self.logical_id
+        nxt.method = self.method
+        nxt.declared_bytes = self.declared_bytes
+        nxt.user_trace = self.user_trace
+        nxt.breaker = self.breaker
+        return nxt
+
+    def start(self, loop: asyncio.AbstractEventLoop | None) -> bool | None:
+        """Ask the breaker, then stamp the request and start the clock.
+
+        True: send. False: the breaker refused the attempt (its event is out). None: the
+        probe itself failed here; the caller's request is then sent unobserved.
+        """
+        core = self.core
+        breaker = self.breaker
+        state: BreakerStateName | None = None
+        try:
+            if breaker is not None:
+                state = breaker.acquire()
+                if state is None:
+                    self.done = True
+                    core.emit_breaker_open(self, breaker)
+                    return False
+            self.breaker_state = state
+            bits = getrandbits(64)
+            header = f"00-{self.trace_id}-{bits or _nonzero(bits):016x}-{self.flags:02x}"
+            self.request_id = header[36:52]
+            request = self.request
+            if self.ours_on_request:
+                request.headers["traceparent"] = header
+            else:  # nothing to replace: add it without re-encoding the other headers
+                request.headers._list.append((_TRACEPARENT, _TRACEPARENT, header.encode()))
+            if core.timeout_ext is not None:
+                request.extensions["timeout"] = core.timeout_ext
+            self.received = 0
+            self.status_code = None
+            self.internal_ip = None
+            self.connect = None
+            self.tls = None
+            self.t_headers = 0.0
+            self.loop = loop
+            live = core.live
+            live[id(self)] = self.upstream
+            if core.phase_timings:
+                self.trace_t = {}
+                request.extensions["trace"] = self.atrace if loop is not None else self.trace
+                self.pool_wait_ms = None
+            else:
+                self.trace_t = None
+                # The pool had a free slot if this transport's in-flight count was within it
+                # (pool_slots is -1 when the pool's size is unknown).
+                self.pool_wait_ms = 0.0 if len(live) <= core.pool_slots else None
+            self.started_at = _wall()
+            self.t0 = _perf()
+            return True
+        except Exception as exc:  # noqa: BLE001 - I5: send unobserved rather than fail
+            self.done = True
+            core.live.pop(id(self), None)
+            core.internal_error(exc, self.request)
+            if state is not None and breaker is not None:
+                with contextlib.suppress(Exception):
+                    breaker.release()
+            return None
 
     # -- httpcore trace extension (phase timings) ----------------------------------------
 
     def trace(self, name: str, info: dict[str, Any]) -> None:
         self._on_trace(name, info)
-        user = self.logical.user_trace
+        user = self.user_trace
         if user is not None:
             user(name, info)
 
     async def atrace(self, name: str, info: dict[str, Any]) -> None:
         self._on_trace(name, info)
-        user: Callable[[str, dict[str, Any]], Awaitable[None]] | None = self.logical.user_trace
+        user: Callable[[str, dict[str, Any]], Awaitable[None]] | None = self.user_trace
         if user is not None:
             await user(name, info)
 
@@ -180,27 +332,32 @@ class _Attempt:
 
     # -- milestones ----------------------------------------------------------------------
 
-    def got_response(self, response: httpx.Response) -> bool:
-        """Headers are in. True if the body was already read (the attempt is then over)."""
+    def got_response(self, response: httpx.Response, deadline: float | None) -> bool:
+        """Headers are in: wrap the body. True if it was already read (the attempt is over)."""
         self.t_headers = self.t_last = _perf()
         self.status_code = response.status_code
         if self.internal_ip is None:
             stream = response.extensions.get("network_stream")
             if stream is not None:
-                self.internal_ip = self.core.client_ip(stream)
+                hit = self.core.client_ips.get(id(stream))  # core.client_ip's cache, inlined
+                if hit is not None and hit[0]() is stream:
+                    self.internal_ip = hit[1]
+                else:
+                    self.internal_ip = self.core.client_ip(stream)
         if response.is_closed:  # an inner transport that returns read responses (mocks)
             self.received = len(response.content)
-            self.finish_status(body_complete=True)
+            self.finish(None, None)
             return True
+        self._take_body(response.stream)
+        self._iter = None
+        self._deadline = deadline
+        response.stream = self  # type: ignore[assignment]  # the subclass is a byte stream
         return False
 
-    def finish_status(self, *, body_complete: bool, end: float | None = None) -> None:
-        status = self.status_code or 0
-        if 100 <= status <= 599:
-            outcome, error_class = classify_status(status)
-        else:
-            outcome, error_class = "protocol_error", "remote_protocol_error"
-        self.finish(outcome, error_class, body_complete=body_complete, end=end)
+    def _take_body(self, stream: Any) -> None:
+        """Keep the body stream to read through (see _streams: which one is kept)."""
+        self._inner = stream
+        self._raw = False
 
     def finish_exc(self, exc: BaseException, *, body_complete: bool = True) -> Outcome:
         outcome, error_class = classify_exception(exc)
@@ -209,76 +366,70 @@ class _Attempt:
 
     def finish(
         self,
-        outcome: Outcome,
+        outcome: Outcome | None,
         error_class: ErrorClass | None,
         *,
         body_complete: bool = True,
         end: float | None = None,
     ) -> None:
-        """End the attempt: event, breaker, gauge. Idempotent; never raises."""
+        """End the attempt: event, breaker, gauge. Idempotent; never raises.
+
+        ``outcome`` None: the outcome of the response's status (``classify_status``; a
+        status outside 100..599 is a ``protocol_error``).
+        """
         if self.done:
             return
         self.done = True
+        if end is None:
+            end = _perf()
         core = self.core
-        logical = self.logical
-        elapsed_s = (_perf() if end is None else end) - self.t0
-        emitted = False
         try:
-            elapsed_ms = elapsed_s * 1000.0
-            status = self.status_code
-            if status is not None and not 100 <= status <= 599:
-                status = None
-            t_headers = self.t_headers
-            sent = 0 if error_class in _NOTHING_SENT else logical.declared_bytes
-            core.sink.submit(
-                ProbeEvent(
-                    service=core.service,
-                    started_at=self.started_at,
-                    elapsed_ms=elapsed_ms,
-                    method=logical.method,  # type: ignore[arg-type]
-                    route=logical.route,
-                    upstream=logical.upstream,
-                    outcome=outcome,
-                    severity=derive_severity(
-                        outcome=outcome,
-                        status_code=status,
-                        elapsed_ms=elapsed_ms,
-                        attempt=self.attempt,
-                        body_complete=body_complete,
-                    ),
-                    trace_id=logical.trace_id,
-                    request_id=self.request_id,
-                    logical_request_id=logical.logical_id,
-                    attempt=self.attempt,
-                    status_code=status,
-                    bytes_sent=sent,
-                    bytes_received=self.received,
-                    body_complete=body_complete,
-                    error_class=error_class,
-                    internal_ip=self.internal_ip,
-                    external_ip=core.nat.external_ip(self.internal_ip, logical.upstream),
-                    breaker_state=self.breaker_state,
-                    pool_wait_ms=self.pool_wait_ms,
-                    connect_ms=self.connect * 1000.0 if self.connect is not None else None,
-                    tls_ms=self.tls * 1000.0 if self.tls is not None else None,
-                    ttfb_ms=(t_headers - self.t0) * 1000.0 if t_headers else None,
-                    transfer_ms=(
-                        max(0.0, elapsed_s - (t_headers - self.t0)) * 1000.0 if t_headers else None
-                    ),
+            core.put(
+                (
+                    core.ctx,
+                    self.started_at,
+                    self.t0,
+                    self.t_headers,
+                    end,
+                    self.method,
+                    self.route,
+                    self.upstream,
+                    outcome,
+                    error_class,
+                    self.trace_id,
+                    self.request_id,
+                    self.logical_id,
+                    self.attempt,
+                    self.status_code,
+                    self.declared_bytes,
+                    self.received,
+                    body_complete,
+                    self.internal_ip,
+                    self.breaker_state,
+                    self.pool_wait_ms,
+                    self.connect,
+                    self.tls,
                 )
             )
-            emitted = True
+            next(core.emitted)
         except Exception as exc:  # noqa: BLE001 - I5
-            core.internal_error(exc, logical.request)
+            core.internal_error(exc, self.request)
         breaker = self.breaker
         if breaker is not None:
             try:
-                if outcome == "cancelled":
+                elapsed_s = end - self.t0
+                if outcome is None:
+                    status = self.status_code
+                    if status is None or not 100 <= status < 500:  # 5xx, or no valid status
+                        breaker.on_failure(elapsed_s)
+                    else:
+                        breaker.on_success(elapsed_s)
+                elif outcome == "cancelled":
                     breaker.release()
                 elif outcome in _FAILURE_OUTCOMES or (self.status_code or 0) >= 500:
                     breaker.on_failure(elapsed_s)
                 else:
                     breaker.on_success(elapsed_s)
             except Exception as exc:  # noqa: BLE001 - I5
-                core.internal_error(exc, logical.request)
-        core.attempt_ended(logical.upstream, emitted)
+                core.internal_error(exc, self.request)
+        core.live.pop(id(self), None)

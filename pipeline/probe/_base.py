@@ -1,14 +1,11 @@
-"""What both probe transports share: their stats view, setup of requests and attempts."""
+"""What both probe transports share: their stats view."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import dataclass
 
 import httpx
 
-from pipeline.probe._attempt import _Attempt, _Logical
 from pipeline.probe._core import _Core
 from pipeline.probe.breaker import BreakerSnapshot
 from pipeline.probe.retry import RetryBudgetSnapshot
@@ -51,11 +48,12 @@ class _Base:
         breakers = tuple(core.breakers.snapshots()) if core.breakers is not None else ()
         budget = core.budget.snapshot() if core.budget is not None else None
         overflows = core.breakers.overflow_total if core.breakers is not None else 0
+        in_flight = core.in_flight()
         with core.lock:
             return ProbeStats(
                 service=core.service,
-                in_flight=dict(core.in_flight),
-                in_flight_total=core.in_flight_total,
+                in_flight=in_flight,
+                in_flight_total=sum(in_flight.values()),
                 pool_limit=core.pool_limit,
                 breakers=breakers,
                 retry_budget=budget,
@@ -69,40 +67,6 @@ class _Base:
                 orphans_dropped=core.orphans_dropped,
                 breaker_overflows=overflows,
             )
-
-    def _begin(self, request: httpx.Request) -> _Logical | None:
-        core = self._core
-        if core.orphans:
-            core.drain_orphans()
-        try:
-            return core.begin(request)
-        except Exception as exc:  # noqa: BLE001 - I5: send unobserved rather than fail
-            core.internal_error(exc, request)
-            return None
-
-    def _open(
-        self, logical: _Logical, attempt: int, loop: asyncio.AbstractEventLoop | None
-    ) -> _Attempt | bool:
-        """Start an attempt. ``False``: the breaker refused it (its event is out).
-
-        ``True``: the probe itself failed here; the caller's request is then sent unobserved.
-        """
-        core = self._core
-        breaker = logical.breaker
-        acquired = False
-        try:
-            if breaker is not None:
-                acquired = breaker.try_acquire()
-                if not acquired:
-                    core.emit_breaker_open(logical, attempt, breaker)
-                    return False
-            return _Attempt(core, logical, attempt, breaker, loop)
-        except Exception as exc:  # noqa: BLE001 - I5
-            core.internal_error(exc, logical.request)
-            if acquired and breaker is not None:
-                with contextlib.suppress(Exception):
-                    breaker.release()
-            return True
 
 
 def _pool_limit(limits: httpx.Limits | None) -> int | None:

@@ -1,9 +1,10 @@
 """Per-transport state of the probe, shared by the async and the sync transport.
 
 :class:`_Core` holds what outlives one request: the route table, NAT mapping, breakers and
-retry budget, the in-flight gauges and counters, and the queue of attempts whose response
-was dropped unclosed. It starts logical requests (:meth:`_Core.begin`) and decides retries
-(:meth:`_Core.retry_delay`). Thread-safe: counters and gauges change under one lock.
+retry budget, the in-flight gauge and counters, where records go, and the queue of attempts
+whose response was dropped unclosed. It decides retries (:meth:`_Core.retry_delay`).
+Thread-safe: counters change under one lock; the in-flight gauge is a dict of live attempts
+(one atomic insert and one pop per attempt).
 
 Internal failures are counted and logged at most once a minute, with the request's URL
 redacted (:func:`~pipeline.probe.redaction.redact_url`); they never reach the caller.
@@ -11,18 +12,19 @@ redacted (:func:`~pipeline.probe.redaction.redact_url`); they never reach the ca
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import logging
 import threading
 import time
 import weakref
 from collections import deque
-from typing import Any, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
-from pipeline.probe._attempt import _Attempt, _Logical
-from pipeline.probe.breaker import BreakerRegistry, CircuitBreaker
+from pipeline.probe._record import Record, RecordContext, materialize
+from pipeline.probe.breaker import OVERFLOW_BREAKER_NAME, BreakerRegistry, CircuitBreaker
 from pipeline.probe.config import ProbeConfig
 from pipeline.probe.nat import NatMapping
 from pipeline.probe.redaction import redact_url
@@ -34,23 +36,36 @@ from pipeline.probe.retry import (
     parse_retry_after,
     retry_after_delay,
 )
-from pipeline.probe.routes import RouteTable
-from pipeline.probe.sink import EventSink
-from pipeline.probe.tracecontext import (
-    SAMPLED,
-    current_trace,
-    new_span_id,
-    new_trace_id,
-    parse_traceparent,
-)
-from pipeline.schema import ProbeEvent
+from pipeline.probe.routes import OVERFLOW_ROUTE, RouteTable
+from pipeline.probe.sink import EventSink, record_submitter
+from pipeline.probe.tracecontext import new_span_id
+
+if TYPE_CHECKING:
+    from pipeline.probe._attempt import _Attempt
 
 _log = logging.getLogger("egresswatch.probe")
 _wall = time.time
 
-_DEFAULT_PORTS: Final = {b"http": 80, b"https": 443, b"ws": 80, b"wss": 443}
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _MAX_ORPHANS: Final = 10_000
+_MAX_CLIENT_IPS: Final = 4096
+_MAX_TARGETS: Final = 4096
 _LOG_EVERY_S: Final = 60.0
+
+TargetKey = tuple[str, str, int | None, str]  # scheme, host, port, path
+Target = tuple[str, str, "CircuitBreaker | None"]  # upstream, route, breaker
+
+
+def _uri_reference_works() -> bool:
+    """Whether ``URL._uri_reference`` has the scheme/host/port/path we read (httpx 0.28)."""
+    try:
+        ref = httpx.URL("http://Example.test:8080/a/b?q=1")._uri_reference
+        return (ref.scheme, ref.host, ref.port, ref.path) == ("http", "example.test", 8080, "/a/b")
+    except Exception:  # noqa: BLE001 - any surprise: use the public API
+        return False
+
+
+_FAST_URL: Final = _uri_reference_works()
 
 
 class _Core:
@@ -66,6 +81,9 @@ class _Core:
             max_upstreams=config.max_upstreams,
         )
         self.nat = NatMapping(config.nat_rules)
+        self.ctx = RecordContext(config.service, self.nat)
+        # Records go straight to a sink that takes them; any other sink gets events.
+        self.put: Callable[[Record], None] = record_submitter(sink) or self._put_event
         self.breakers = (
             BreakerRegistry(config.breaker, max_breakers=config.max_upstreams)
             if config.breaker is not None
@@ -73,15 +91,21 @@ class _Core:
         )
         retry = config.retry
         self.retry = retry if retry is not None and retry.max_attempts > 1 else None
+        self.retry_statuses: frozenset[int] = (
+            self.retry.retry_on_status if self.retry is not None else frozenset()
+        )
         self.budget = RetryBudget(self.retry) if self.retry is not None else None
         self.timeout_ext = config.timeouts.as_extension() if config.timeouts else None
         self.total_s = config.timeouts.total if config.timeouts else None
         self.phase_timings = config.phase_timings
         self.pool_limit = pool_limit
+        self.pool_slots = pool_limit if pool_limit is not None else -1
         self.lock = threading.Lock()
-        self.in_flight: dict[str, int] = {}
-        self.in_flight_total = 0
-        self.events_emitted = 0
+        # id(attempt) -> upstream, for every attempt started and not yet ended.
+        self.live: dict[int, str] = {}
+        # next() of an itertools.count is one C call: an atomic increment under the GIL,
+        # cheaper than the lock (see events_emitted).
+        self.emitted = itertools.count()
         self.internal_errors = 0
         self.budget_refusals = 0
         self.retries = 0
@@ -89,69 +113,77 @@ class _Core:
         self.orphaned = 0
         self.orphans_dropped = 0
         self.orphans: deque[_Attempt] = deque()
-        self._upstreams: dict[tuple[bytes, bytes, int | None], str] = {}
+        self._targets: dict[TargetKey, Target] = {}
         # Local address per live connection: anyio's get_extra_info costs ~15 us a call.
-        self._client_ips: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
+        # id(stream) -> (weak reference to the stream, address); bounded, cleared when full.
+        self.client_ips: dict[int, tuple[weakref.ref[Any], str | None]] = {}
         self._last_log = -_LOG_EVERY_S
+
+    def _put_event(self, record: Record) -> None:
+        self.sink.submit(materialize(record))
 
     # -- per logical request -----------------------------------------------------------
 
-    def begin(self, request: httpx.Request) -> _Logical:
-        url = request.url
-        key = (url.raw_scheme, url.raw_host, url.port)
-        upstream = self._upstreams.get(key)
-        if upstream is None:
-            upstream = self._upstream_of(key)
-        path = url.raw_path.decode("ascii", "replace")
-        route = self.routes.route(upstream, path)
-        parent = parse_traceparent(request.headers.get("traceparent")) or current_trace()
-        if parent is not None:
-            trace_id, flags = parent.trace_id, parent.flags & SAMPLED
-        else:
-            trace_id, flags = new_trace_id(), SAMPLED
-        logical = _Logical(request, upstream, route, trace_id, flags)
-        if self.breakers is not None:
-            logical.breaker = self.breakers.get(upstream)
-        if self.budget is not None:
-            self.budget.record_request()
-        return logical
+    def resolve(self, url: httpx.URL) -> Target:
+        """``(upstream, route, breaker)`` of a request's URL, cached per scheme, host, port
+        and path (not query: the route ignores it).
 
-    def _upstream_of(self, key: tuple[bytes, bytes, int | None]) -> str:
-        scheme, raw_host, port = key
-        host = raw_host.decode("ascii", "replace") or "localhost"
+        The cache is exact: an upstream keeps its breaker, and a route once admitted for an
+        upstream stays admitted. Overflow answers (the overflow route or breaker) are not
+        cached, so each such request is still counted.
+        """
+        if _FAST_URL:
+            ref = url._uri_reference
+            key: TargetKey = (ref.scheme, ref.host, ref.port, ref.path)
+        else:
+            path = url.raw_path.decode("ascii", "replace").partition("?")[0]
+            key = (url.scheme, url.raw_host.decode("ascii", "replace"), url.port, path)
+        hit = self._targets.get(key)
+        if hit is not None:
+            return hit
+        return self._resolve(key)
+
+    def _resolve(self, key: TargetKey) -> Target:
+        scheme, host, port, path = key
+        host = host or "localhost"
         if ":" in host:
             host = f"[{host}]"
         upstream = f"{host}:{port if port is not None else _DEFAULT_PORTS.get(scheme, 0)}"
-        if len(self._upstreams) < 4096:
-            self._upstreams[key] = upstream
-        return upstream
+        route = self.routes.route(upstream, path or "/")
+        breaker = self.breakers.get(upstream) if self.breakers is not None else None
+        target = (upstream, route, breaker)
+        if route != OVERFLOW_ROUTE and (breaker is None or breaker.name != OVERFLOW_BREAKER_NAME):
+            targets = self._targets
+            if len(targets) >= _MAX_TARGETS:
+                targets.clear()
+            targets[key] = target
+        return target
 
-    def may_retry_status(self, logical: _Logical, attempt: int, status: int) -> bool:
+    def may_retry_status(self, attempt: _Attempt, status: int) -> bool:
         """Cheap pre-check: could a response with this status be retried at all?"""
         config = self.retry
         if (
             config is None
             or status not in config.retry_on_status
-            or attempt >= config.max_attempts
-            or not logical.replayable
+            or attempt.attempt >= config.max_attempts
+            or not attempt.replayable
         ):
             return False
         try:
             return is_retryable(
-                method=logical.method,
+                method=attempt.method,
                 outcome="http_error",
                 error_class=None,
                 status_code=status,
                 config=config,
             )
         except Exception as exc:  # noqa: BLE001 - I5
-            self.internal_error(exc, logical.request)
+            self.internal_error(exc, attempt.request)
             return False
 
     def retry_delay(
         self,
-        logical: _Logical,
-        attempt: int,
+        attempt: _Attempt,
         outcome: str,
         error_class: str | None,
         status_code: int | None = None,
@@ -159,23 +191,23 @@ class _Core:
     ) -> float | None:
         """Seconds to wait before the next attempt, or None: this attempt is the last."""
         config = self.retry
-        if config is None or attempt >= config.max_attempts or self.budget is None:
+        if config is None or attempt.attempt >= config.max_attempts or self.budget is None:
             return None
         try:
             if not is_retryable(
-                method=logical.method,
+                method=attempt.method,
                 outcome=outcome,
                 error_class=error_class,
                 status_code=status_code,
                 config=config,
             ):
                 return None
-            if not logical.replayable and error_class not in NOTHING_SENT_ERROR_CLASSES:
+            if not attempt.replayable and error_class not in NOTHING_SENT_ERROR_CLASSES:
                 return None
-            breaker = logical.breaker
+            breaker = attempt.breaker
             if breaker is not None and breaker.state == "open":
                 return None  # this failure opened it: a retry would only be short-circuited
-            delay: float | None = backoff_delay(attempt, config)
+            delay: float | None = backoff_delay(attempt.attempt, config)
             retry_after = headers.get("retry-after") if headers is not None else None
             if retry_after and delay is not None:
                 delay = retry_after_delay(
@@ -191,73 +223,78 @@ class _Core:
                 self.retries += 1
             return delay
         except Exception as exc:  # noqa: BLE001 - I5: a probe bug must not fail the call
-            self.internal_error(exc, logical.request)
+            self.internal_error(exc, attempt.request)
             return None
 
-    # -- events that need no attempt object --------------------------------------------
+    # -- events that need no running attempt ---------------------------------------------
 
-    def emit_breaker_open(self, logical: _Logical, attempt: int, breaker: CircuitBreaker) -> None:
+    def emit_breaker_open(self, attempt: _Attempt, breaker: CircuitBreaker) -> None:
+        """The event of an attempt the breaker refused: nothing was sent, nothing timed."""
         with self.lock:
             self.short_circuits += 1
         try:
-            state = breaker.state
-            self._submit(
-                ProbeEvent(
-                    service=self.service,
-                    started_at=_wall(),
-                    elapsed_ms=0.0,
-                    method=logical.method,  # type: ignore[arg-type]
-                    route=logical.route,
-                    upstream=logical.upstream,
-                    outcome="breaker_open",
-                    severity="critical",
-                    trace_id=logical.trace_id,
-                    request_id=new_span_id(),
-                    logical_request_id=logical.logical_id,
-                    attempt=attempt,
-                    error_class="breaker_open",
-                    breaker_state=state,
+            self.put(
+                (
+                    self.ctx,
+                    _wall(),
+                    0.0,
+                    0.0,
+                    0.0,
+                    attempt.method,
+                    attempt.route,
+                    attempt.upstream,
+                    "breaker_open",
+                    "breaker_open",
+                    attempt.trace_id,
+                    new_span_id(),
+                    attempt.logical_id,
+                    attempt.attempt,
+                    None,
+                    attempt.declared_bytes,
+                    0,
+                    True,
+                    None,
+                    breaker.state,
+                    None,
+                    None,
+                    None,
                 )
             )
+            next(self.emitted)
         except Exception as exc:  # noqa: BLE001 - I5
-            self.internal_error(exc, logical.request)
-
-    def _submit(self, event: ProbeEvent) -> None:
-        """For events outside an attempt (an attempt counts its own in ``attempt_ended``)."""
-        self.sink.submit(event)
-        with self.lock:
-            self.events_emitted += 1
+            self.internal_error(exc, attempt.request)
 
     def client_ip(self, stream: Any) -> str | None:
         """The local address of a connection (httpcore network stream), cached per stream."""
-        try:
-            return self._client_ips[stream]
-        except KeyError:
-            pass
-        except TypeError:  # not weak-referenceable: no cache
-            return _client_ip(stream)
+        cache = self.client_ips
+        key = id(stream)
+        hit = cache.get(key)
+        if hit is not None and hit[0]() is stream:
+            return hit[1]
         address = _client_ip(stream)
-        with contextlib.suppress(TypeError):
-            self._client_ips[stream] = address
+        try:
+            ref = weakref.ref(stream)
+        except TypeError:  # not weak-referenceable: no cache
+            return address
+        if len(cache) >= _MAX_CLIENT_IPS:
+            cache.clear()
+        cache[key] = (ref, address)
         return address
 
     # -- gauges, orphans, internal errors ------------------------------------------------
 
-    def attempt_started(self, upstream: str) -> int:
-        with self.lock:
-            self.in_flight[upstream] = self.in_flight.get(upstream, 0) + 1
-            self.in_flight_total += 1
-            return self.in_flight_total
+    @property
+    def events_emitted(self) -> int:
+        """Events handed to the sink. ``repr`` is how an ``itertools.count`` tells its value
+        without counting one more: ``count(12)``."""
+        return int(repr(self.emitted)[6:-1])
 
-    def attempt_ended(self, upstream: str, emitted: bool) -> None:
-        with self.lock:
-            self.events_emitted += emitted
-            left = self.in_flight.get(upstream, 1) - 1
-            if left > 0:
-                self.in_flight[upstream] = left
-            else:
-                self.in_flight.pop(upstream, None)
-            self.in_flight_total -= 1
+    def in_flight(self) -> dict[str, int]:
+        """Attempts started and not yet ended, per upstream."""
+        counts: dict[str, int] = {}
+        for upstream in list(self.live.values()):  # one C-level copy: atomic under the GIL
+            counts[upstream] = counts.get(upstream, 0) + 1
+        return counts
 
     def orphan(self, attempt: _Attempt) -> None:
         """Called from ``__del__``: only queue (no lock, no I/O); drained later."""
@@ -280,7 +317,7 @@ class _Core:
                 return
             with self.lock:
                 self.orphaned += 1
-            attempt.finish_status(body_complete=False, end=attempt.t_last)
+            attempt.finish(None, None, body_complete=False, end=attempt.t_last)
 
     def internal_error(self, exc: BaseException, request: httpx.Request | None = None) -> None:
         """Count a probe failure; log it at most once a minute, without secrets."""

@@ -1,13 +1,22 @@
-"""Response body wrappers: count bytes and end the attempt when the body ends.
+"""Attempts that are also their response's body: count bytes, end the attempt with the body.
 
-An attempt ends at EOF (``body_complete=True``), on close before EOF, on an error or a
-cancellation while reading (``body_complete=False``, partial ``bytes_received``), or, when
-the caller drops the response without closing it, when the garbage collector reclaims the
-wrapper. httpx's response and its bound stream form a reference cycle, so that is the cyclic
-collector's next pass, not the moment of the last ``del``. ``__del__`` then only queues the
-attempt (no lock, no I/O: a finalizer can run anywhere); the queue is drained on the event
-loop right after (async) or on the transport's next request, ``stats()`` or close (sync).
-The event's elapsed time runs to the last byte read before the response was dropped.
+``got_response`` puts the attempt itself in place of ``response.stream`` (one object per
+attempt, not two). An attempt ends at EOF (``body_complete=True``), on close before EOF, on
+an error or a cancellation while reading (``body_complete=False``, partial
+``bytes_received``), or, when the caller drops the response without closing it, when the
+garbage collector reclaims it. httpx's response and its bound stream form a reference
+cycle, so that is the cyclic collector's next pass, not the moment of the last ``del``.
+``__del__`` then only queues the attempt (no lock, no I/O: a finalizer can run anywhere);
+the queue is drained on the event loop right after (async) or on the transport's next
+request, ``stats()`` or close (sync). The event's elapsed time runs to the last byte read
+before the response was dropped.
+
+When the inner transport is httpx's own (``HTTPTransport``/``AsyncHTTPTransport``), its
+response body is httpx's thin wrapper of httpcore's stream, which only turns httpcore's
+exceptions into httpx's. The attempt then takes that wrapper's place rather than wrapping
+it (one layer per chunk, not two) and turns the exceptions itself, with httpx's own
+mapping, so the caller sees exactly what httpx would raise. Any other inner stream is
+wrapped as it is.
 """
 
 from __future__ import annotations
@@ -15,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from typing import Any
 
 import httpx
 
@@ -24,107 +34,169 @@ from pipeline.probe._errors import DeadlineExceeded
 
 _perf = time.perf_counter
 
+try:  # httpx's wrappers of httpcore's streams (pinned httpx: checked below, else unused)
+    from httpx._transports.default import AsyncResponseStream as _HttpxAsyncStream
+    from httpx._transports.default import ResponseStream as _HttpxSyncStream
+    from httpx._transports.default import map_httpcore_exceptions as _map_httpcore
+except ImportError:  # pragma: no cover - another httpx
+    _HttpxAsyncStream = _HttpxSyncStream = None  # type: ignore[assignment, misc]
 
-class _AsyncProbeStream(httpx.AsyncByteStream):
-    """Response body wrapper: counts bytes, ends the attempt at EOF, close, error or GC."""
 
-    def __init__(
-        self, inner: httpx.AsyncByteStream, attempt: _Attempt, deadline: float | None
-    ) -> None:
-        self._inner = inner
-        self._attempt = attempt
-        self._deadline = deadline  # loop.time() value
-        self._iter: AsyncIterator[bytes] | None = None
+def _unwrappable(kind: Any) -> Any:
+    """``kind`` if it keeps httpcore's stream in ``_httpcore_stream``, else None."""
+    try:
+        marker = object()
+        return kind if kind(marker)._httpcore_stream is marker else None
+    except Exception:  # noqa: BLE001 - a changed httpx: wrap its streams as they are
+        return None
+
+
+_ASYNC_WRAPPER: Any = _unwrappable(_HttpxAsyncStream)
+_SYNC_WRAPPER: Any = _unwrappable(_HttpxSyncStream)
+
+
+def _as_httpx(exc: Exception) -> BaseException:
+    """The exception httpx's wrapper raises for ``exc`` from httpcore's stream."""
+    try:
+        with _map_httpcore():
+            raise exc
+    except BaseException as mapped:  # noqa: BLE001 - returned, raised by the caller
+        return mapped
+    return exc  # pragma: no cover - the block always raises
+
+
+def _orphan(attempt: _Attempt) -> None:
+    """From ``__del__``: queue an attempt whose response was dropped before its end."""
+    if getattr(attempt, "_inner", None) is not None:  # else it never wrapped a body
+        with contextlib.suppress(Exception):  # e.g. at interpreter shutdown
+            attempt.core.orphan(attempt)
+
+
+async def _closed() -> None:
+    return None
+
+
+class _AsyncAttempt(_Attempt, httpx.AsyncByteStream):
+    """An attempt of the async transport; after ``got_response``, the response body."""
+
+    __slots__ = ()  # the deadline is a loop.time() value
+
+    def _take_body(self, stream: Any) -> None:
+        if type(stream) is _ASYNC_WRAPPER:
+            self._inner = stream._httpcore_stream
+            self._raw = True
+        else:
+            self._inner = stream
+            self._raw = False
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         self._iter = self._inner.__aiter__()
         return self
 
     async def __anext__(self) -> bytes:
-        attempt = self._attempt
         iterator = self._iter
         if iterator is None:
             iterator = self._iter = self._inner.__aiter__()
+        deadline = self._deadline
+        chunk: bytes
         try:
-            if self._deadline is None:
+            if deadline is None:
                 chunk = await iterator.__anext__()
             else:
-                async with asyncio.timeout_at(self._deadline):
+                async with asyncio.timeout_at(deadline):
                     chunk = await iterator.__anext__()
         except StopAsyncIteration:
-            attempt.finish_status(body_complete=True)
+            self.finish(None, None)
             raise
         except TimeoutError as exc:
-            if self._deadline is None:  # not ours: a foreign inner transport's
-                attempt.finish_exc(exc, body_complete=False)
+            if deadline is None:  # not ours: a foreign inner transport's
+                self.finish_exc(exc, body_complete=False)
                 raise
-            attempt.finish("timeout", "total_timeout", body_complete=False)
-            total = attempt.core.total_s or 0.0
-            raise DeadlineExceeded(total, request=attempt.logical.request) from exc
+            self.finish("timeout", "total_timeout", body_complete=False)
+            raise DeadlineExceeded(self.core.total_s or 0.0, request=self.request) from exc
+        except Exception as exc:
+            if not self._raw:
+                self.finish_exc(exc, body_complete=False)
+                raise
+            mapped = _as_httpx(exc)
+            self.finish_exc(mapped, body_complete=False)
+            raise mapped  # noqa: B904 - its cause is exc already, as httpx sets it
         except BaseException as exc:
-            attempt.finish_exc(exc, body_complete=False)
+            self.finish_exc(exc, body_complete=False)
             raise
-        attempt.received += len(chunk)
-        attempt.t_last = _perf()
+        self.received += len(chunk)
+        self.t_last = _perf()
         return chunk
 
-    async def aclose(self) -> None:
-        attempt = self._attempt
-        if not attempt.done:
-            attempt.finish_status(body_complete=False)
-        await self._inner.aclose()
+    def aclose(self) -> Coroutine[Any, Any, None]:
+        # Not a coroutine function itself: it hands back the inner stream's close, one
+        # coroutine per response instead of two. Callers await it as before.
+        if not self.done:
+            self.finish(None, None, body_complete=False)
+        inner = self._inner
+        if self._raw and not hasattr(inner, "aclose"):  # as httpx's wrapper does
+            return _closed()
+        close: Coroutine[Any, Any, None] = inner.aclose()
+        return close
 
     def __del__(self) -> None:
-        attempt = getattr(self, "_attempt", None)
-        if attempt is not None and not attempt.done:
-            with contextlib.suppress(Exception):  # e.g. at interpreter shutdown
-                attempt.core.orphan(attempt)
+        if not getattr(self, "done", True):
+            _orphan(self)
 
 
-class _SyncProbeStream(httpx.SyncByteStream):
-    """The sync twin of :class:`_AsyncProbeStream`; the deadline is checked per chunk."""
+class _SyncAttempt(_Attempt, httpx.SyncByteStream):
+    """The sync twin of :class:`_AsyncAttempt`; the deadline is checked per chunk."""
 
-    def __init__(
-        self, inner: httpx.SyncByteStream, attempt: _Attempt, deadline: float | None
-    ) -> None:
-        self._inner = inner
-        self._attempt = attempt
-        self._deadline = deadline  # perf_counter() value
-        self._iter: Iterator[bytes] | None = None
+    __slots__ = ()  # the deadline is a perf_counter() value
+
+    def _take_body(self, stream: Any) -> None:
+        if type(stream) is _SYNC_WRAPPER:
+            self._inner = stream._httpcore_stream
+            self._raw = True
+        else:
+            self._inner = stream
+            self._raw = False
 
     def __iter__(self) -> Iterator[bytes]:
         self._iter = iter(self._inner)
         return self
 
     def __next__(self) -> bytes:
-        attempt = self._attempt
         iterator = self._iter
         if iterator is None:
             iterator = self._iter = iter(self._inner)
+        chunk: bytes
         try:
             chunk = next(iterator)
         except StopIteration:
-            attempt.finish_status(body_complete=True)
+            self.finish(None, None)
             raise
+        except Exception as exc:
+            if not self._raw:
+                self.finish_exc(exc, body_complete=False)
+                raise
+            mapped = _as_httpx(exc)
+            self.finish_exc(mapped, body_complete=False)
+            raise mapped  # noqa: B904 - its cause is exc already, as httpx sets it
         except BaseException as exc:
-            attempt.finish_exc(exc, body_complete=False)
+            self.finish_exc(exc, body_complete=False)
             raise
-        attempt.received += len(chunk)
-        attempt.t_last = now = _perf()
-        if self._deadline is not None and now > self._deadline:
-            attempt.finish("timeout", "total_timeout", body_complete=False)
-            self._inner.close()
-            raise DeadlineExceeded(attempt.core.total_s or 0.0, request=attempt.logical.request)
+        self.received += len(chunk)
+        self.t_last = now = _perf()
+        deadline = self._deadline
+        if deadline is not None and now > deadline:
+            self.finish("timeout", "total_timeout", body_complete=False)
+            self.close()
+            raise DeadlineExceeded(self.core.total_s or 0.0, request=self.request)
         return chunk
 
     def close(self) -> None:
-        attempt = self._attempt
-        if not attempt.done:
-            attempt.finish_status(body_complete=False)
-        self._inner.close()
+        if not self.done:
+            self.finish(None, None, body_complete=False)
+        inner = self._inner
+        if not self._raw or hasattr(inner, "close"):  # as httpx's wrapper does
+            inner.close()
 
     def __del__(self) -> None:
-        attempt = getattr(self, "_attempt", None)
-        if attempt is not None and not attempt.done:
-            with contextlib.suppress(Exception):  # e.g. at interpreter shutdown
-                attempt.core.orphan(attempt)
+        if not getattr(self, "done", True):
+            _orphan(self)

@@ -121,6 +121,11 @@ _current: contextvars.ContextVar[TraceParent | None] = contextvars.ContextVar(
     "egresswatch_trace", default=None
 )
 
+# The same two, for the probe's hot path, which formats its own ids and reads the ambient
+# trace without a function call around them.
+random_bits: Final = _getrandbits
+ambient_trace: Final = _current
+
 
 def current_trace() -> TraceParent | None:
     """The ambient trace set by :func:`trace_context`, if any."""

@@ -43,7 +43,7 @@ from pipeline.probe._errors import (
     classify_exception,
     classify_status,
 )
-from pipeline.probe._streams import _AsyncProbeStream, _SyncProbeStream
+from pipeline.probe._streams import _AsyncAttempt, _SyncAttempt
 from pipeline.probe.config import ProbeConfig
 from pipeline.probe.sink import EventSink
 
@@ -76,24 +76,27 @@ class ProbeTransport(_Base, httpx.AsyncBaseTransport):
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        logical = self._begin(request)
-        if logical is None:
-            return await self._inner.handle_async_request(request)
         core = self._core
+        if core.orphans:
+            core.drain_orphans()
+        try:
+            att = _AsyncAttempt(core, request)
+        except Exception as exc:  # noqa: BLE001 - I5: send unobserved rather than fail
+            core.internal_error(exc, request)
+            return await self._inner.handle_async_request(request)
         loop = asyncio.get_running_loop()
-        attempt = 0
+        total = core.total_s
         while True:
-            attempt += 1
-            att = self._open(logical, attempt, loop)
-            if att is True:
+            started = att.start(loop)
+            if started is None:
                 return await self._inner.handle_async_request(request)
-            if att is False:
-                delay = core.retry_delay(logical, attempt, "breaker_open", "breaker_open")
+            if not started:
+                delay = core.retry_delay(att, "breaker_open", "breaker_open")
                 if delay is None:
-                    raise CircuitOpenError(logical.upstream, request=request)
+                    raise CircuitOpenError(att.upstream, request=request)
                 await asyncio.sleep(delay)
+                att = att.successor()
                 continue
-            total = core.total_s
             deadline = None if total is None else loop.time() + total
             failure: BaseException | None = None
             try:
@@ -113,29 +116,28 @@ class ProbeTransport(_Base, httpx.AsyncBaseTransport):
                 att.finish(outcome, error_class)
                 delay = None
                 if outcome != "cancelled":
-                    delay = core.retry_delay(logical, attempt, outcome, error_class)
+                    delay = core.retry_delay(att, outcome, error_class)
                 if delay is None:
                     raise error
                 failure = None
                 del error
                 await asyncio.sleep(delay)
+                att = att.successor()
                 continue
             try:
-                if not att.got_response(response):
-                    response.stream = _AsyncProbeStream(response.stream, att, deadline)  # type: ignore[arg-type]
+                att.got_response(response, deadline)
             except Exception as exc:  # noqa: BLE001 - I5
                 core.internal_error(exc, request)
-                att.finish_status(body_complete=False)
+                att.finish(None, None, body_complete=False)
                 return response
             status = response.status_code
-            if core.may_retry_status(logical, attempt, status):
+            if status in core.retry_statuses and core.may_retry_status(att, status):
                 # Read the failed body first: that ends the attempt (its event, the breaker
                 # told) before we decide, keeps the connection reusable, and leaves a
                 # response we can still hand back if no retry is granted.
                 await response.aread()
                 delay = core.retry_delay(
-                    logical,
-                    attempt,
+                    att,
                     "http_error",
                     classify_status(status)[1],
                     status,
@@ -143,6 +145,7 @@ class ProbeTransport(_Base, httpx.AsyncBaseTransport):
                 )
                 if delay is not None:
                     await asyncio.sleep(delay)
+                    att = att.successor()
                     continue
             return response
 
@@ -197,23 +200,26 @@ class SyncProbeTransport(_Base, httpx.BaseTransport):
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        logical = self._begin(request)
-        if logical is None:
-            return self._inner.handle_request(request)
         core = self._core
-        attempt = 0
+        if core.orphans:
+            core.drain_orphans()
+        try:
+            att = _SyncAttempt(core, request)
+        except Exception as exc:  # noqa: BLE001 - I5: send unobserved rather than fail
+            core.internal_error(exc, request)
+            return self._inner.handle_request(request)
+        total = core.total_s
         while True:
-            attempt += 1
-            att = self._open(logical, attempt, None)
-            if att is True:
+            started = att.start(None)
+            if started is None:
                 return self._inner.handle_request(request)
-            if att is False:
-                delay = core.retry_delay(logical, attempt, "breaker_open", "breaker_open")
+            if not started:
+                delay = core.retry_delay(att, "breaker_open", "breaker_open")
                 if delay is None:
-                    raise CircuitOpenError(logical.upstream, request=request)
+                    raise CircuitOpenError(att.upstream, request=request)
                 time.sleep(delay)
+                att = att.successor()
                 continue
-            total = core.total_s
             deadline = None if total is None else att.t0 + total
             failure: BaseException | None = None
             try:
@@ -231,29 +237,28 @@ class SyncProbeTransport(_Base, httpx.BaseTransport):
                 att.finish(outcome, error_class)
                 delay = None
                 if outcome != "cancelled":
-                    delay = core.retry_delay(logical, attempt, outcome, error_class)
+                    delay = core.retry_delay(att, outcome, error_class)
                 if delay is None:
                     raise failure
                 failure = None
                 time.sleep(delay)
+                att = att.successor()
                 continue
             try:
-                if not att.got_response(response):
-                    response.stream = _SyncProbeStream(response.stream, att, deadline)  # type: ignore[arg-type]
+                att.got_response(response, deadline)
             except Exception as exc:  # noqa: BLE001 - I5
                 core.internal_error(exc, request)
-                att.finish_status(body_complete=False)
+                att.finish(None, None, body_complete=False)
                 return response
             if deadline is not None and att.t_headers > deadline:
                 att.finish("timeout", "total_timeout", body_complete=False)
                 response.close()
                 raise DeadlineExceeded(total or 0.0, request=request)
             status = response.status_code
-            if core.may_retry_status(logical, attempt, status):
+            if status in core.retry_statuses and core.may_retry_status(att, status):
                 response.read()  # ends the attempt first; see ProbeTransport
                 delay = core.retry_delay(
-                    logical,
-                    attempt,
+                    att,
                     "http_error",
                     classify_status(status)[1],
                     status,
@@ -261,6 +266,7 @@ class SyncProbeTransport(_Base, httpx.BaseTransport):
                 )
                 if delay is not None:
                     time.sleep(delay)
+                    att = att.successor()
                     continue
             return response
 

@@ -442,8 +442,12 @@ async def test_one_line_client(upstream) -> None:
 
 
 class _RaisingBreaker:
+    name = "fake"
+
     def try_acquire(self) -> bool:
         raise RuntimeError("breaker bug")
+
+    acquire = try_acquire
 
 
 async def test_probe_bug_in_setup_sends_the_request_unobserved(upstream, monkeypatch) -> None:

@@ -1,0 +1,217 @@
+"""The probe's fast paths against real sockets: the same events and the same requests as the
+plain paths they stand in for.
+
+- records (built into events off the caller's path) vs events built by the transport, for a
+  sink that only takes events;
+- ``Headers._list`` / ``URL._uri_reference`` (httpx internals, checked at import) vs the
+  public API the probe falls back to;
+- the attempt taking the place of httpx's own body wrapper vs wrapping a foreign stream:
+  the caller sees httpx's exceptions either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from pipeline.probe import (
+    MemorySink,
+    ProbeConfig,
+    ProbeTransport,
+    SyncProbeTransport,
+    _attempt,
+    _core,
+    parse_traceparent,
+    trace_context,
+)
+from pipeline.probe._streams import _AsyncAttempt, _SyncAttempt
+from pipeline.probe.sink import record_submitter
+from pipeline.schema import ProbeEvent, decode_event, encode_event
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def stable(event: ProbeEvent, routes: dict[str, str]) -> ProbeEvent:
+    """``event`` without what differs between two runs of the same requests."""
+    assert decode_event(encode_event(event)) == event  # valid for the workers too
+    return msgspec.structs.replace(
+        event,
+        route=routes.get(event.route, event.route),
+        started_at=1_767_225_600.0,
+        elapsed_ms=0.0,
+        trace_id="1" * 32,
+        request_id="1" * 16,
+        logical_request_id="1" * 16,
+        ttfb_ms=None,
+        transfer_ms=None,
+    )
+
+
+class EventsOnly:
+    """A sink with ``submit`` only: the transport builds the events itself."""
+
+    def __init__(self) -> None:
+        self.events: list[ProbeEvent] = []
+
+    def submit(self, event: ProbeEvent) -> None:
+        assert type(event) is ProbeEvent
+        self.events.append(event)
+
+
+async def _traffic(sink: Any, base: str, key: str) -> None:
+    transport = ProbeTransport(ProbeConfig(service="checkout"), sink)
+    async with httpx.AsyncClient(transport=transport, base_url=base) as client:
+        await client.get("/ok")
+        await client.get("/status/404")
+        await client.post("/echo", content=b"x" * 300)
+        await client.get(f"/flaky/{key}?fail=1")  # a 503 retried: two attempts
+        async with client.stream("GET", "/stream?chunks=5&size=100") as response:
+            async for _ in response.aiter_bytes():
+                break  # closed before EOF
+
+
+async def test_records_give_the_same_events_as_the_transport_building_them(upstream) -> None:
+    fast, plain = MemorySink(), EventsOnly()
+    assert record_submitter(fast) is not None and record_submitter(plain) is None
+    await _traffic(fast, upstream.base, "hot-path-a")
+    assert all(type(item) is tuple for item in fast._events)  # records until read
+    await _traffic(plain, upstream.base, "hot-path-b")
+    keyless = {"/flaky/hot-path-a": "/flaky", "/flaky/hot-path-b": "/flaky"}
+    fast_events = [stable(e, keyless) for e in fast.events]
+    assert fast_events == [stable(e, keyless) for e in plain.events]
+    assert [e.attempt for e in fast_events] == [1, 1, 1, 1, 2, 1]
+    assert not fast.events[-1].body_complete
+
+
+@pytest.fixture(params=["fast", "public"])
+def httpx_access(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Both ways the probe reads a request: httpx internals, or the public API."""
+    assert _attempt._FAST_HEADERS and _core._FAST_URL  # the pinned httpx has them
+    if request.param == "public":
+        monkeypatch.setattr(_attempt, "_FAST_HEADERS", False)
+        monkeypatch.setattr(_core, "_FAST_URL", False)
+    yield request.param
+
+
+async def test_trace_context_either_way(upstream, httpx_access: str) -> None:
+    sink = MemorySink()
+    transport = ProbeTransport(ProbeConfig(service="checkout", retry=None), sink)
+    incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+    async with httpx.AsyncClient(transport=transport, base_url=upstream.base) as client:
+        own = (await client.get("/echo?q=1")).json()["headers"]
+        given = (await client.get("/echo", headers={"traceparent": incoming})).json()["headers"]
+        with trace_context(trace_id="a" * 32):
+            ambient = (await client.get("/echo")).json()["headers"]
+        # Two values are one invalid header, as httpx's Headers.get joins them: new trace.
+        doubled = httpx.Headers([("traceparent", incoming), ("traceparent", incoming)])
+        joined = (await client.get("/echo", headers=doubled)).json()["headers"]
+    events = sink.events
+    sent = [[v for k, v in h if k == "traceparent"] for h in (own, given, ambient, joined)]
+    assert all(len(values) == 1 for values in sent)  # replaced, never added twice
+    parsed = [parse_traceparent(values[0]) for values in sent]
+    assert [p.parent_id for p in parsed if p] == [e.request_id for e in events]
+    assert [e.trace_id for e in events[1:3]] == ["4bf92f3577b34da6a3ce929d0e0e4736", "a" * 32]
+    assert parsed[1] is not None and parsed[1].flags == 0  # the caller's flags carried over
+    assert events[3].trace_id != "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert {e.route for e in events} == {"/echo"}
+    assert {e.upstream for e in events} == {f"127.0.0.1:{upstream.port}"}
+
+
+def test_upstream_and_route_either_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    urls = [
+        "http://Example.test/a/42?token=x#frag",
+        "https://example.test:8443/users/3f2a9c1e-1111-2222-3333-444455556666/orders",
+        "http://[::1]:8080/",
+        "https://example.test",
+        "ws://example.test/feed/7",
+    ]
+    core = ProbeTransport(ProbeConfig(service="checkout"), MemorySink())._core
+    fast = [core.resolve(httpx.URL(url))[:2] for url in urls]
+    monkeypatch.setattr(_core, "_FAST_URL", False)
+    public = ProbeTransport(ProbeConfig(service="checkout"), MemorySink())._core
+    assert [public.resolve(httpx.URL(url))[:2] for url in urls] == fast
+    assert fast == [
+        ("example.test:80", "/a/{id}"),
+        ("example.test:8443", "/users/{uuid}/orders"),
+        ("[::1]:8080", "/"),
+        ("example.test:443", "/"),
+        ("example.test:80", "/feed/{id}"),
+    ]
+
+
+def test_overflow_answers_are_counted_per_request() -> None:
+    """The (upstream, path) cache never hides a request given the overflow route."""
+    transport = ProbeTransport(
+        ProbeConfig(service="checkout", max_routes_per_upstream=1), MemorySink()
+    )
+    core = transport._core
+    for _ in range(3):
+        assert core.resolve(httpx.URL("http://a.test/one"))[1] == "/one"
+        assert core.resolve(httpx.URL("http://a.test/two"))[1] == "/{overflow}"
+    assert transport.stats().route_overflows == 3
+
+
+async def test_async_body_takes_the_place_of_httpx_wrapper(upstream, raw) -> None:
+    sink = MemorySink()
+    transport = ProbeTransport(ProbeConfig(service="checkout", retry=None), sink)
+    async with httpx.AsyncClient(transport=transport) as client:
+        async with client.stream("GET", upstream.url("/stream?chunks=3&size=10")) as response:
+            attempt = response.stream._stream  # type: ignore[union-attr]  # httpx's bound stream
+            assert isinstance(attempt, _AsyncAttempt) and attempt._raw
+            assert b"".join([c async for c in response.aiter_raw()]) == b"s" * 30
+        # httpcore's error, as httpx raises it: RemoteProtocolError, not httpcore's.
+        with pytest.raises(httpx.RemoteProtocolError) as caught:
+            await client.get(raw.close_early.base + "/x")
+    assert caught.value.__cause__ is not None
+    ok, cut = sink.events
+    assert (ok.bytes_received, ok.body_complete) == (30, True)
+    assert (cut.outcome, cut.bytes_received, cut.body_complete) == ("protocol_error", 10, False)
+
+
+class _Replay(httpx.AsyncBaseTransport):
+    """A foreign inner transport: its body is not httpx's wrapper, so it is wrapped."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        async def body() -> Any:
+            yield b"abc"
+            raise httpx.ReadError("gone", request=request)
+
+        class Stream(httpx.AsyncByteStream):
+            def __aiter__(self) -> Any:
+                return body()
+
+        return httpx.Response(200, stream=Stream(), request=request)
+
+
+async def test_async_foreign_body_is_wrapped_as_it_is() -> None:
+    sink = MemorySink()
+    config = ProbeConfig(service="checkout", retry=None)
+    transport = ProbeTransport(config, sink, transport=_Replay())
+    async with httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(httpx.ReadError):
+            await client.get("http://foreign.test/x")
+    (event,) = sink.events
+    assert (event.outcome, event.error_class, event.bytes_received) == (
+        "transport_error",
+        "read_error",
+        3,
+    )
+
+
+def test_sync_body_takes_the_place_of_httpx_wrapper(upstream, raw) -> None:
+    sink = MemorySink()
+    transport = SyncProbeTransport(ProbeConfig(service="checkout", retry=None), sink)
+    with httpx.Client(transport=transport) as client:
+        with client.stream("GET", upstream.url("/stream?chunks=3&size=10")) as response:
+            attempt = response.stream._stream  # type: ignore[union-attr]
+            assert isinstance(attempt, _SyncAttempt) and attempt._raw
+            assert b"".join(response.iter_raw()) == b"s" * 30
+        with pytest.raises(httpx.RemoteProtocolError):
+            client.get(raw.close_early.base + "/x")
+    ok, cut = sink.events
+    assert (ok.bytes_received, ok.body_complete) == (30, True)
+    assert (cut.outcome, cut.bytes_received, cut.body_complete) == ("protocol_error", 10, False)

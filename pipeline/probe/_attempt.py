@@ -45,10 +45,6 @@ _wall = time.time
 _FAILURE_OUTCOMES: Final = frozenset(
     {"timeout", "connect_error", "transport_error", "protocol_error"}
 )
-_METHODS: Final = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
-)
-_METHOD_LABELS: Final = {method: method for method in _METHODS}
 _TRACEPARENT: Final = b"traceparent"
 _lowercase_key = operator.itemgetter(1)
 _M64: Final = (1 << 64) - 1
@@ -70,6 +66,28 @@ def _headers_list_works() -> bool:
 _FAST_HEADERS: Final = _headers_list_works()
 
 
+def _httpx_wrappers() -> frozenset[type]:
+    """httpx's own response-body classes that only wrap httpcore's stream (its transports'
+    ``ResponseStream``/``AsyncResponseStream``), if they keep it in ``_httpcore_stream``."""
+    try:
+        from httpx._transports.default import (
+            AsyncResponseStream,
+            ResponseStream,
+            map_httpcore_exceptions,  # noqa: F401 - _streams raises through it
+        )
+
+        kinds: frozenset[type] = frozenset({AsyncResponseStream, ResponseStream})
+        marker = object()
+        if all(kind(marker)._httpcore_stream is marker for kind in kinds):
+            return kinds
+    except Exception:  # noqa: BLE001, S110 - a changed httpx: wrap its streams as they are
+        pass
+    return frozenset()
+
+
+_HTTPX_WRAPPERS: Final = _httpx_wrappers()
+
+
 def _find_traceparent(headers: httpx.Headers) -> bytes | str | None:
     """The request's ``traceparent`` value (several are joined, as ``Headers.get`` does)."""
     if not _FAST_HEADERS:
@@ -79,12 +97,6 @@ def _find_traceparent(headers: httpx.Headers) -> bytes | str | None:
     if _TRACEPARENT not in map(_lowercase_key, entries):  # one C-level scan
         return None
     return b", ".join([entry[2] for entry in entries if entry[1] == _TRACEPARENT])
-
-
-def _method_label(method: str) -> str:
-    """Extension methods (PROPFIND, ...) are an open set: one bounded label for them all."""
-    method = method.upper()
-    return method if method in _METHODS else "OTHER"
 
 
 def _nonzero(bits: int) -> int:
@@ -196,9 +208,7 @@ class _Attempt:
             self.flags = parent.flags & SAMPLED
             logical = getrandbits(64)
         self.logical_id = logical or _nonzero(logical)  # formatted off the hot path
-        method = request.method
-        label = _METHOD_LABELS.get(method)
-        self.method = label if label is not None else _method_label(method)
+        self.method = request.method  # labelled (OTHER for extension methods) in the event
         try:  # httpx has read byte bodies already: no header lookup needed
             self.declared_bytes = len(request.content)
         except httpx.RequestNotRead:  # a stream (or a redirect's copy of a body)
@@ -339,25 +349,23 @@ class _Attempt:
         if self.internal_ip is None:
             stream = response.extensions.get("network_stream")
             if stream is not None:
-                hit = self.core.client_ips.get(id(stream))  # core.client_ip's cache, inlined
-                if hit is not None and hit[0]() is stream:
-                    self.internal_ip = hit[1]
-                else:
-                    self.internal_ip = self.core.client_ip(stream)
+                last = self.core.last_client_ip  # a keep-alive connection: the same stream
+                self.internal_ip = last[1] if last[0] is stream else self.core.client_ip(stream)
         if response.is_closed:  # an inner transport that returns read responses (mocks)
             self.received = len(response.content)
             self.finish(None, None)
             return True
-        self._take_body(response.stream)
+        body: Any = response.stream
+        if type(body) in _HTTPX_WRAPPERS:  # read httpcore's stream in its place (_streams)
+            self._inner = body._httpcore_stream
+            self._raw = True
+        else:
+            self._inner = body
+            self._raw = False
         self._iter = None
         self._deadline = deadline
         response.stream = self  # type: ignore[assignment]  # the subclass is a byte stream
         return False
-
-    def _take_body(self, stream: Any) -> None:
-        """Keep the body stream to read through (see _streams: which one is kept)."""
-        self._inner = stream
-        self._raw = False
 
     def finish_exc(self, exc: BaseException, *, body_complete: bool = True) -> Outcome:
         outcome, error_class = classify_exception(exc)

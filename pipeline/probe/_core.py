@@ -117,6 +117,9 @@ class _Core:
         # Local address per live connection: anyio's get_extra_info costs ~15 us a call.
         # id(stream) -> (weak reference to the stream, address); bounded, cleared when full.
         self.client_ips: dict[int, tuple[weakref.ref[Any], str | None]] = {}
+        # (stream, address) of the last lookup: one strong reference, to a closed stream at
+        # worst, replaced by the next connection's.
+        self.last_client_ip: tuple[Any, str | None] = (None, None)
         self._last_log = -_LOG_EVERY_S
 
     def _put_event(self, record: Record) -> None:
@@ -265,20 +268,26 @@ class _Core:
             self.internal_error(exc, attempt.request)
 
     def client_ip(self, stream: Any) -> str | None:
-        """The local address of a connection (httpcore network stream), cached per stream."""
+        """The local address of a connection (httpcore network stream), cached per stream.
+
+        The last stream looked up is also kept (``last_client_ip``, checked by the caller
+        first): a keep-alive connection brings the same stream request after request.
+        """
         cache = self.client_ips
         key = id(stream)
         hit = cache.get(key)
         if hit is not None and hit[0]() is stream:
-            return hit[1]
-        address = _client_ip(stream)
-        try:
-            ref = weakref.ref(stream)
-        except TypeError:  # not weak-referenceable: no cache
-            return address
-        if len(cache) >= _MAX_CLIENT_IPS:
-            cache.clear()
-        cache[key] = (ref, address)
+            address = hit[1]
+        else:
+            address = _client_ip(stream)
+            try:
+                ref = weakref.ref(stream)
+            except TypeError:  # not weak-referenceable: no cache
+                return address
+            if len(cache) >= _MAX_CLIENT_IPS:
+                cache.clear()
+            cache[key] = (ref, address)
+        self.last_client_ip = (stream, address)
         return address
 
     # -- gauges, orphans, internal errors ------------------------------------------------

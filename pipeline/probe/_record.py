@@ -45,11 +45,23 @@ bytes_received, body_complete, internal_ip, breaker_state, pool_wait_ms, connect
 tls_s)``.
 
 ``t0``, ``t_headers`` (0.0: no response) and ``t_end`` are ``perf_counter`` values.
+``method`` is the request's (the event's label, ``OTHER`` for an extension method, is made
+here).
 ``outcome`` None means "from ``status_code``" (a response that arrived). ``status_code`` is
 as received (out-of-range values become ``protocol_error`` and no status). ``logical_id`` is
 an int (64 random bits, formatted here). ``declared_bytes`` is the request body length;
 bytes sent is 0 for an error class that sent nothing. ``connect_s``/``tls_s`` are seconds.
 """
+
+_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+_METHOD_LABELS: Final = {method: method for method in _METHODS}
+
+
+def _method_label(method: str) -> str:
+    """Extension methods (PROPFIND, ...) are an open set: one bounded label for them all."""
+    method = method.upper()
+    return method if method in _METHOD_LABELS else "OTHER"
+
 
 # Nothing left the process for these: bytes_sent is 0 whatever the declared length.
 _NOTHING_SENT: Final = NOTHING_SENT_ERROR_CLASSES | {"pool_timeout", "tls_error", "breaker_open"}
@@ -109,12 +121,13 @@ def event_values(record: Record) -> tuple[Any, ...]:
             attempt=attempt,
             body_complete=body_complete,
         )
+    label = _METHOD_LABELS.get(method)
     return (
         1,
         ctx.service,
         started_at,
         elapsed_ms,
-        method,
+        label if label is not None else _method_label(method),
         route,
         upstream,
         outcome,

@@ -34,25 +34,10 @@ from pipeline.probe._errors import DeadlineExceeded
 
 _perf = time.perf_counter
 
-try:  # httpx's wrappers of httpcore's streams (pinned httpx: checked below, else unused)
-    from httpx._transports.default import AsyncResponseStream as _HttpxAsyncStream
-    from httpx._transports.default import ResponseStream as _HttpxSyncStream
+try:  # httpx's exception mapping for httpcore's streams (pinned httpx; see _attempt)
     from httpx._transports.default import map_httpcore_exceptions as _map_httpcore
-except ImportError:  # pragma: no cover - another httpx
-    _HttpxAsyncStream = _HttpxSyncStream = None  # type: ignore[assignment, misc]
-
-
-def _unwrappable(kind: Any) -> Any:
-    """``kind`` if it keeps httpcore's stream in ``_httpcore_stream``, else None."""
-    try:
-        marker = object()
-        return kind if kind(marker)._httpcore_stream is marker else None
-    except Exception:  # noqa: BLE001 - a changed httpx: wrap its streams as they are
-        return None
-
-
-_ASYNC_WRAPPER: Any = _unwrappable(_HttpxAsyncStream)
-_SYNC_WRAPPER: Any = _unwrappable(_HttpxSyncStream)
+except ImportError:  # pragma: no cover - another httpx: _attempt then never unwraps a body
+    _map_httpcore = None  # type: ignore[assignment]
 
 
 def _as_httpx(exc: Exception) -> BaseException:
@@ -80,14 +65,6 @@ class _AsyncAttempt(_Attempt, httpx.AsyncByteStream):
     """An attempt of the async transport; after ``got_response``, the response body."""
 
     __slots__ = ()  # the deadline is a loop.time() value
-
-    def _take_body(self, stream: Any) -> None:
-        if type(stream) is _ASYNC_WRAPPER:
-            self._inner = stream._httpcore_stream
-            self._raw = True
-        else:
-            self._inner = stream
-            self._raw = False
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         self._iter = self._inner.__aiter__()
@@ -148,14 +125,6 @@ class _SyncAttempt(_Attempt, httpx.SyncByteStream):
     """The sync twin of :class:`_AsyncAttempt`; the deadline is checked per chunk."""
 
     __slots__ = ()  # the deadline is a perf_counter() value
-
-    def _take_body(self, stream: Any) -> None:
-        if type(stream) is _SYNC_WRAPPER:
-            self._inner = stream._httpcore_stream
-            self._raw = True
-        else:
-            self._inner = stream
-            self._raw = False
 
     def __iter__(self) -> Iterator[bytes]:
         self._iter = iter(self._inner)

@@ -133,6 +133,7 @@ class _BoundedQueue:
         self.lock = threading.Lock()
         self.events: deque[Item] = deque(maxlen=maxlen)
         self.maxlen = maxlen
+        self.accepts_below = maxlen  # submit takes an item below this depth: 0 once closed
         self.wake_at = wake_at
         self.wake_pending = False
         self.counts = _Counters()
@@ -269,20 +270,16 @@ class KafkaEmitter:
                 self.start()
             queue = self._queue
             with queue.lock:
-                counts = queue.counts
-                if self._closed:
-                    counts.late += 1
-                    counts.dropped_on_close += 1
-                    return
                 events = queue.events
-                depth = len(events)
-                if depth == queue.maxlen:  # the deque drops its oldest to take this one
-                    counts.dropped_queue_full += 1
-                else:
-                    depth += 1
+                if len(events) >= queue.accepts_below:  # full, or closed
+                    if self._closed:
+                        queue.counts.late += 1
+                        queue.counts.dropped_on_close += 1
+                        return
+                    queue.counts.dropped_queue_full += 1  # the deque drops its oldest for it
                 events.append(record)
-                counts.enqueued += 1
-                if depth < queue.wake_at or queue.wake_pending:
+                queue.counts.enqueued += 1
+                if len(events) < queue.wake_at or queue.wake_pending:
                     return
                 queue.wake_pending = True
             self._thread.wake()
@@ -311,6 +308,7 @@ class KafkaEmitter:
                 return self.stats()
             with self._queue.lock:
                 self._closed = True
+                self._queue.accepts_below = 0
             started = self._started
         if started:
             self._thread.stop(deadline)

@@ -31,6 +31,7 @@ from pipeline.schema import (
 )
 
 _NOTHING_SENT = NOTHING_SENT_ERROR_CLASSES | {"pool_timeout", "tls_error", "breaker_open"}
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
 NAT = NatMapping()
 CTX = RecordContext("checkout", NAT)
 
@@ -61,6 +62,8 @@ def reference_event(
     tls: float | None,
 ) -> ProbeEvent:
     """The event as the probe built it on the caller's thread before records."""
+    method = method.upper()  # _Logical: extension methods are one label
+    method = method if method in _METHODS else "OTHER"
     if outcome is None:  # finish_status
         code = status_code or 0
         if 100 <= code <= 599:
@@ -160,7 +163,7 @@ def fields(draw: st.DrawFn) -> dict[str, Any]:
         "t0": t0,
         "t_headers": t0 + elapsed * draw(st.floats(0.0, 1.0)) if got_headers else 0.0,
         "t_end": t0 + elapsed,
-        "method": draw(st.sampled_from(["GET", "POST", "DELETE", "OTHER"])),
+        "method": draw(st.sampled_from(["GET", "POST", "DELETE", "PROPFIND", "get", "Patch"])),
         "route": draw(st.sampled_from(["/ok", "/users/{id}", "/{overflow}"])),
         "upstream": draw(st.sampled_from(["127.0.0.1:8080", "api.example:443", "[::1]:80"])),
         "outcome": outcome,

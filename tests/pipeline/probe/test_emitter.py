@@ -318,11 +318,9 @@ def test_requeue_goes_to_the_front_and_respects_the_bound() -> None:
     queue = _BoundedQueue(maxlen=5, wake_at=1)
     queue.events.extend([make_event(i) for i in (10, 11, 12)])
     queue.requeue([make_event(i) for i in (1, 2, 3, 4)])  # room for 2: the oldest 2 go
-    assert [e.request_id for e in queue.events] == [
-        make_event(i).request_id for i in (3, 4, 10, 11, 12)
-    ]
+    assert [_rid(e) for e in queue.events] == [make_event(i).request_id for i in (3, 4, 10, 11, 12)]
     assert queue.counts.requeued == 2 and queue.counts.dropped_queue_full == 2
-    assert [e.request_id for e in queue.drain(3)] == [make_event(i).request_id for i in (3, 4, 10)]
+    assert [_rid(e) for e in queue.drain(3)] == [make_event(i).request_id for i in (3, 4, 10)]
 
 
 def test_submit_never_raises_even_on_garbage(
@@ -454,7 +452,7 @@ def test_a_million_submits_with_kafka_down_keep_memory_flat(
     assert stats.submitted == stats.enqueued == 1_000_000
     assert stats.dropped_queue_full == 900_000 and stats.sent_events == 0
     # drop-oldest: the oldest event still queued is the 900_001st submitted
-    assert emitter._queue.events[0].request_id == make_event(900_000).request_id
+    assert _rid(emitter._queue.events[0]) == make_event(900_000).request_id
     record(request, "rss_growth_mb_after_queue_full", round(growth / 2**20, 1))
     assert growth < 40 * 2**20
     emitter.close(timeout_s=0.2)
@@ -612,3 +610,9 @@ def test_submits_after_close_are_counted_as_submitted_and_dropped(
     stats = emitter.stats()
     assert (stats.submitted, stats.enqueued, stats.sent_events) == (3, 1, 1)
     assert stats.dropped_on_close == 2 and settled(stats) == 3
+
+
+def _rid(item: object) -> str:
+    """request_id of a queued item (these tests queue ProbeEvents, never raw records)."""
+    assert isinstance(item, ProbeEvent)
+    return item.request_id

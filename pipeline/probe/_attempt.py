@@ -209,9 +209,12 @@ class _Attempt:
             logical = getrandbits(64)
         self.logical_id = logical or _nonzero(logical)  # formatted off the hot path
         self.method = request.method  # labelled (OTHER for extension methods) in the event
-        try:  # httpx has read byte bodies already: no header lookup needed
-            self.declared_bytes = len(request.content)
-        except httpx.RequestNotRead:  # a stream (or a redirect's copy of a body)
+        # httpx has read byte bodies already (Request.content, without its property call):
+        # no header lookup needed. A stream (or a redirect's copy of a body) has none.
+        content = getattr(request, "_content", None)
+        if content is not None:
+            self.declared_bytes = len(content)
+        else:
             length = request.headers.get("content-length")
             self.declared_bytes = int(length) if length and length.isdigit() else 0
         if core.phase_timings:
@@ -261,11 +264,13 @@ class _Attempt:
         state: BreakerStateName | None = None
         try:
             if breaker is not None:
-                state = breaker.acquire()
-                if state is None:
-                    self.done = True
-                    core.emit_breaker_open(self, breaker)
-                    return False
+                state = breaker._state  # CLOSED admits without a call (breaker.acquire's path)
+                if state != "closed":
+                    state = breaker.acquire()
+                    if state is None:
+                        self.done = True
+                        core.emit_breaker_open(self, breaker)
+                        return False
             self.breaker_state = state
             bits = getrandbits(64)
             header = f"00-{self.trace_id}-{bits or _nonzero(bits):016x}-{self.flags:02x}"
@@ -275,8 +280,6 @@ class _Attempt:
                 request.headers["traceparent"] = header
             else:  # nothing to replace: add it without re-encoding the other headers
                 request.headers._list.append((_TRACEPARENT, _TRACEPARENT, header.encode()))
-            if core.timeout_ext is not None:
-                request.extensions["timeout"] = core.timeout_ext
             self.received = 0
             self.status_code = None
             self.internal_ip = None
@@ -286,10 +289,8 @@ class _Attempt:
             self.loop = loop
             live = core.live
             live[id(self)] = self.upstream
-            if core.phase_timings:
-                self.trace_t = {}
-                request.extensions["trace"] = self.atrace if loop is not None else self.trace
-                self.pool_wait_ms = None
+            if core.options:
+                self._start_options(request, loop, len(live))
             else:
                 self.trace_t = None
                 # The pool had a free slot if this transport's in-flight count was within it
@@ -306,6 +307,21 @@ class _Attempt:
                 with contextlib.suppress(Exception):
                     breaker.release()
             return None
+
+    def _start_options(
+        self, request: httpx.Request, loop: asyncio.AbstractEventLoop | None, in_flight: int
+    ) -> None:
+        """The rest of start() when the config asks for more: timeouts, phase timings."""
+        core = self.core
+        if core.timeout_ext is not None:
+            request.extensions["timeout"] = core.timeout_ext
+        if core.phase_timings:
+            self.trace_t = {}
+            request.extensions["trace"] = self.atrace if loop is not None else self.trace
+            self.pool_wait_ms = None  # measured by the trace callbacks
+        else:
+            self.trace_t = None
+            self.pool_wait_ms = 0.0 if in_flight <= core.pool_slots else None
 
     # -- httpcore trace extension (phase timings) ----------------------------------------
 
@@ -430,8 +446,8 @@ class _Attempt:
                     status = self.status_code
                     if status is None or not 100 <= status < 500:  # 5xx, or no valid status
                         breaker.on_failure(elapsed_s)
-                    else:
-                        breaker.on_success(elapsed_s)
+                    elif not (breaker._clean and elapsed_s < breaker._slow_s):
+                        breaker.on_success(elapsed_s)  # (the test above is its fast path)
                 elif outcome == "cancelled":
                     breaker.release()
                 elif outcome in _FAILURE_OUTCOMES or (self.status_code or 0) >= 500:

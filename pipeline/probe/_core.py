@@ -98,6 +98,8 @@ class _Core:
         self.timeout_ext = config.timeouts.as_extension() if config.timeouts else None
         self.total_s = config.timeouts.total if config.timeouts else None
         self.phase_timings = config.phase_timings
+        # Anything start() must add to a request beyond traceparent (one test on the hot path).
+        self.options = self.timeout_ext is not None or self.phase_timings
         self.pool_limit = pool_limit
         self.pool_slots = pool_limit if pool_limit is not None else -1
         self.lock = threading.Lock()

@@ -443,6 +443,7 @@ async def test_one_line_client(upstream) -> None:
 
 class _RaisingBreaker:
     name = "fake"
+    _state = "open"  # not CLOSED: the probe asks it
 
     def try_acquire(self) -> bool:
         raise RuntimeError("breaker bug")

@@ -11,6 +11,22 @@ from pipeline.envelope import encode_batch
 from pipeline.partitioning import partition_for_key
 from pipeline.schema import ProbeEvent, derive_severity, encode_event, table_key
 
+# One fixed, valid event: the emitter tests copy it with new ids.
+EMITTER_BASE_EVENT = ProbeEvent(
+    service="checkout",
+    started_at=1_767_225_600.0,
+    elapsed_ms=12.5,
+    method="GET",
+    route="/api/orders/{id}",
+    upstream="orders.internal:443",
+    outcome="ok",
+    severity="info",
+    trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+    request_id="00f067aa0ba902b7",
+    logical_request_id="00f067aa0ba902b7",
+    status_code=200,
+)
+
 
 def make_event(
     *,

@@ -25,25 +25,13 @@ from pipeline.partitioning import key_bytes, partition_for_key
 from pipeline.probe.emitter import EmitterStats, KafkaEmitter
 from pipeline.schema import ProbeEvent, table_key
 from pipeline.topics import TopicSpec, ensure_topics
+from tests.eventgen import EMITTER_BASE_EVENT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 REPO = Path(__file__).resolve().parents[2]
 
-BASE = ProbeEvent(
-    service="checkout",
-    started_at=1_767_225_600.0,
-    elapsed_ms=12.5,
-    method="GET",
-    route="/api/orders/{id}",
-    upstream="orders.internal:443",
-    outcome="ok",
-    severity="info",
-    trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
-    request_id="00f067aa0ba902b7",
-    logical_request_id="00f067aa0ba902b7",
-    status_code=200,
-)
+BASE = EMITTER_BASE_EVENT
 
 # Keys with every remainder of length mod 4 (murmur2's tail), a `|` in the route, non-ASCII.
 KEYS = [

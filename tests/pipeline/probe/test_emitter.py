@@ -25,23 +25,11 @@ from pipeline.probe.emitter import EmitterStats, KafkaEmitter, _BoundedQueue, re
 from pipeline.probe.nat import NatMapping
 from pipeline.probe.sink import EventSink
 from pipeline.schema import ProbeEvent, table_key
+from tests.eventgen import EMITTER_BASE_EVENT
 
 NOWHERE = "127.0.0.1:1"  # nothing listens there: connection refused at once
 
-BASE = ProbeEvent(
-    service="checkout",
-    started_at=1_767_225_600.0,
-    elapsed_ms=12.5,
-    method="GET",
-    route="/api/orders/{id}",
-    upstream="orders.internal:443",
-    outcome="ok",
-    severity="info",
-    trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
-    request_id="00f067aa0ba902b7",
-    logical_request_id="00f067aa0ba902b7",
-    status_code=200,
-)
+BASE = EMITTER_BASE_EVENT
 
 
 def make_event(i: int, *, routes: int = 50) -> ProbeEvent:

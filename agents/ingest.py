@@ -14,12 +14,12 @@ late by less than that is aggregated into its (older) cell and counted as late.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from agents.deadletter import encode_dead_letter
-from pipeline.envelope import InvalidEnvelope, decode_batch
-from pipeline.schema import ProbeEvent, encode_event, table_key
+from pipeline.envelope import DecodedBatch, InvalidEnvelope, decode_batch
+from pipeline.schema import ProbeEvent, table_key
 from pipeline.validation import EventValidator
 from tables.aggregate import WindowAggregate
 from tables.metrics import EgressMetrics
@@ -47,6 +47,16 @@ class IngestResult:
     valid: int = 0
     late: int = 0
     events: list[ProbeEvent] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)
+    """The bytes each of ``events`` arrived as (index for index): what the sink stores."""
+
+
+def _envelope_positions(batch: DecodedBatch) -> Sequence[int]:
+    """Where each valid event sat in its envelope (dead letters name that index)."""
+    if not batch.invalid:
+        return range(len(batch.valid))
+    invalid = {index for index, _, _ in batch.invalid}
+    return [i for i in range(len(batch.valid) + len(invalid)) if i not in invalid]
 
 
 class IngestProcessor:
@@ -93,7 +103,9 @@ class IngestProcessor:
             watermark.observe(partition, event.started_at)
         stream_time = watermark.stream_time()
         cells = result.cells
-        for index, event in enumerate(batch.valid):
+        for index, event, received in zip(
+            _envelope_positions(batch), batch.valid, batch.valid_raw, strict=True
+        ):
             bucket = bucket_start(event.started_at)
             if stream_time is not None and is_expired(bucket, stream_time, self._retention_s):
                 self.metrics.inc_late(event.service)
@@ -102,7 +114,7 @@ class IngestProcessor:
                     "late_beyond_retention",
                     f"started_at {event.started_at} is older than the {self._retention_s} s "
                     f"retention behind stream time {stream_time}",
-                    encode_event(event),
+                    received,
                     topic,
                     partition,
                     offset,
@@ -120,6 +132,7 @@ class IngestProcessor:
                 cell = cells[(key, bucket)] = WindowAggregate(key, bucket)
             cell.add(event, late=late)
             result.events.append(event)
+            result.lines.append(received)
         result.valid = len(result.events)
         self.metrics.observe_many(result.events)
         return result

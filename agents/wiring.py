@@ -185,7 +185,9 @@ def register(runtime: Runtime) -> None:
             for reason, letter in result.dead_letters:
                 await ctx.dead_letter_topic.send(key=reason, value=letter)
             # Every record, even one with nothing critical, so its offset becomes ackable.
-            writer.add_events(message.topic, message.partition, message.offset, result.events)
+            writer.add_events(
+                message.topic, message.partition, message.offset, result.events, result.lines
+            )
             ledger.hold(stream, event)
             yield None
 

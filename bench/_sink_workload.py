@@ -21,7 +21,13 @@ from typing import Any, Final
 import s3fs
 
 from pipeline.partitioning import partition_for_key
-from pipeline.schema import ProbeEvent, check_invariants, derive_severity, table_key
+from pipeline.schema import (
+    ProbeEvent,
+    check_invariants,
+    derive_severity,
+    encode_event,
+    table_key,
+)
 
 __all__ = [
     "ROOT",
@@ -59,8 +65,9 @@ _FAILURES: Final = (
     ("ok", 200, None, 0.03),  # a success that took over 5 s
 )
 
-Record = tuple[int, int, list[ProbeEvent]]
-"""(partition, offset, events): one Kafka record's decoded events."""
+Record = tuple[int, int, list[ProbeEvent], list[bytes]]
+"""(partition, offset, events, received): one Kafka record's decoded events and the bytes
+each was decoded from (what ``IngestResult.lines`` hands the worker's sink)."""
 
 
 def make_events(n: int, *, seed: int = 20241129) -> list[ProbeEvent]:
@@ -121,7 +128,12 @@ def make_records(events: list[ProbeEvent], partitions: int, per_record: int) -> 
         groups.setdefault(partition_for_key(table_key(event), partitions), []).append(event)
     lanes = [
         [
-            (p, offset, chunk[lo : lo + per_record])
+            (
+                p,
+                offset,
+                chunk[lo : lo + per_record],
+                [encode_event(e) for e in chunk[lo : lo + per_record]],
+            )
             for offset, lo in enumerate(range(0, len(chunk), per_record))
         ]
         for p, chunk in sorted(groups.items())

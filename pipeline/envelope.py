@@ -58,6 +58,9 @@ class DecodedBatch(msgspec.Struct, frozen=True):
     sent_at: float
     valid: list[ProbeEvent]
     invalid: list[tuple[int, bytes, InvalidEvent]]  # (index in batch, original bytes, why)
+    valid_raw: list[bytes] = []
+    """The bytes each valid event arrived as, index for index with ``valid``: the sink
+    stores them as they are instead of encoding the event again."""
 
 
 _envelope_decoder = msgspec.json.Decoder(BatchEnvelope)
@@ -86,6 +89,7 @@ def decode_batch(data: bytes) -> DecodedBatch:
     except msgspec.DecodeError as exc:
         raise InvalidEnvelope("malformed_record", str(exc)) from exc
     valid: list[ProbeEvent] = []
+    valid_raw: list[bytes] = []
     invalid: list[tuple[int, bytes, InvalidEvent]] = []
     for index, raw in enumerate(envelope.events):
         raw_bytes = bytes(raw)
@@ -93,4 +97,8 @@ def decode_batch(data: bytes) -> DecodedBatch:
             valid.append(decode_event(raw_bytes))
         except InvalidEvent as exc:
             invalid.append((index, raw_bytes, exc))
-    return DecodedBatch(envelope.producer, envelope.seq, envelope.sent_at, valid, invalid)
+        else:
+            valid_raw.append(raw_bytes)
+    return DecodedBatch(
+        envelope.producer, envelope.seq, envelope.sent_at, valid, invalid, valid_raw
+    )

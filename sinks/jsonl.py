@@ -1,7 +1,8 @@
 """JSONL objects: one JSON document per line, ``\\n`` after every line, gzip optional.
 
-Each line of an ``events/`` object is one complete probe event exactly as
-``pipeline.schema.encode_event`` writes it (``decode_event`` reads it back); each line of an
+Each line of an ``events/`` object is one complete probe event as the worker received it
+and ``decode_event`` accepted it (``sinks.records.event_record``; ``decode_event`` reads it
+back to the same event); each line of an
 ``alerts/`` object is one alert record as ``tables.alerting.encode_alert`` writes it. Kinds
 live under separate key prefixes (``sinks.keys``), so a line needs no type discriminator.
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.envelope import InvalidEnvelope, decode_batch, encode_batch
 from pipeline.schema import ProbeEvent, encode_event
+from tests.eventgen import make_event
 from tests.strategies import probe_events
+
+
+def _one_event() -> ProbeEvent:
+    return make_event(started_at=1_764_000_000.0, elapsed_ms=12.5)
 
 
 @given(st.lists(probe_events(), max_size=20))
@@ -27,6 +34,7 @@ def test_invalid_events_are_isolated(events: list[ProbeEvent], data: st.DataObje
     raws.insert(bad_index, b'{"schema_version": 1, "service": 42}')
     decoded = decode_batch(encode_batch("p", 0, 1_764_000_000.0, raws))
     assert decoded.valid == events
+    assert decoded.valid_raw == [encode_event(e) for e in events]  # index for index
     [(index, original, error)] = decoded.invalid
     assert index == bad_index
     assert original == b'{"schema_version": 1, "service": 42}'
@@ -62,3 +70,14 @@ def test_arbitrary_bytes_never_escape_as_other_errors(raw: bytes) -> None:
         decode_batch(raw)
     except InvalidEnvelope:
         pass
+
+
+def test_valid_raw_keeps_a_foreign_producers_formatting() -> None:
+    """The bytes of each valid event are kept as they came, spaces and key order included."""
+    [event] = decode_batch(encode_batch("p", 0, 1.0, [encode_event(_one_event())])).valid
+    fields = json.loads(encode_event(event))
+    foreign = json.dumps(dict(reversed(fields.items())), indent=None, separators=(", ", ": "))
+    record = b'{"envelope_version": 1, "producer": "p", "seq": 0, "sent_at": 1.0, "events": [ '
+    decoded = decode_batch(record + foreign.encode() + b" ]}")
+    assert decoded.valid == [event]
+    assert decoded.valid_raw == [foreign.encode()]

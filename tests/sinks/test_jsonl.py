@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import json
+import tempfile
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -83,3 +87,37 @@ def test_severity_rule() -> None:
 @given(probe_events(), st.sampled_from(SEVERITIES))
 def test_keeps_is_a_threshold(event, minimum) -> None:
     assert keeps(event, minimum) == (SEVERITIES.index(event.severity) >= SEVERITIES.index(minimum))
+
+
+def _reformatted(line: bytes, *, newlines: bool) -> bytes:
+    """The same JSON object in another producer's formatting (key order, spaces, newlines)."""
+    fields = msgspec.json.decode(line)
+    text = json.dumps(dict(reversed(fields.items())), indent=1 if newlines else None)
+    return text.encode()
+
+
+@given(probe_events(), st.booleans())
+def test_event_record_stores_the_received_bytes_when_on_one_line(event, newlines) -> None:
+    received = _reformatted(encode_event(event), newlines=newlines)
+    record = event_record(event, received)
+    assert decode_event(record.line) == event
+    assert b"\n" not in record.line and b"\r" not in record.line
+    # On one line: byte for byte what came; across lines: encoded again, never split.
+    assert record.line == (encode_event(event) if newlines else received)
+
+
+def test_writer_stores_received_bytes_and_refuses_a_length_mismatch() -> None:
+    from sinks import LocalStore, SinkWriter, Spool, store_breaker
+
+    events = critical_events(3, start=T0)
+    received = [_reformatted(encode_event(e), newlines=False) for e in events]
+    with tempfile.TemporaryDirectory() as tmp:
+        spool = Spool(f"{tmp}/spool", max_bytes=2**20)
+        writer = SinkWriter(LocalStore(f"{tmp}/store"), spool, store_breaker())
+        with pytest.raises(ValueError, match="zip"):
+            writer.add_events("t", 0, 0, events, received[:2])
+        assert writer.add_events("t", 0, 1, events, received) == 3
+        asyncio.run(writer.flush_all())
+        [path] = [p for p in Path(tmp, "store").rglob("*.jsonl")]
+        assert decode_jsonl(path.read_bytes()) == received
+        spool.close()

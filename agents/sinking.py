@@ -113,8 +113,8 @@ class DeferredS3Store:
                 )
             return self._store
 
-    async def put(self, key: str, data: bytes) -> None:
-        await (await self.store()).put(key, data)
+    async def put(self, key: str, data: bytes, md5: bytes | None = None) -> None:
+        await (await self.store()).put(key, data, md5)
 
     async def get(self, key: str) -> bytes:
         return await (await self.store()).get(key)

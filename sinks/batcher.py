@@ -14,6 +14,7 @@ closed batch into objects, one per (kind, service, hour) folder (``sinks.keys``)
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -77,6 +78,9 @@ class RenderedObject:
     key: str
     data: bytes
     records: int
+    md5: bytes
+    """MD5 of ``data``, taken as it is rendered (in the writer's thread: hashlib lets go of
+    the GIL), and sent as ``Content-MD5`` with the PUT."""
 
 
 def render_objects(batch: Batch, *, prefix: str, compress: bool) -> list[RenderedObject]:
@@ -99,7 +103,8 @@ def render_objects(batch: Batch, *, prefix: str, compress: bool) -> list[Rendere
             prefix=prefix,
         ).render()
         data = encode_jsonl((record.line for _, record in members), compress=compress)
-        objects.append(RenderedObject(key, data, len(members)))
+        md5 = hashlib.md5(data, usedforsecurity=False).digest()
+        objects.append(RenderedObject(key, data, len(members), md5))
     return objects
 
 

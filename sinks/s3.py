@@ -148,15 +148,17 @@ class S3Store:
             except FileExistsError:
                 pass  # BucketAlreadyExists / BucketAlreadyOwnedByYou
 
-    def content_md5(self, data: bytes) -> str:
-        """The ``Content-MD5`` header value: base64 of the body's binary MD5."""
-        return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+    def content_md5(self, md5: bytes) -> str:
+        """The ``Content-MD5`` header value: base64 of the body's binary MD5 ``md5``."""
+        return base64.b64encode(md5).decode()
 
-    async def put(self, key: str, data: bytes) -> None:
+    async def put(self, key: str, data: bytes, md5: bytes | None = None) -> None:
         if len(data) >= MAX_PUT_BYTES:
             raise SinkRejected(f"{key}: {len(data)} bytes is above the single-PUT limit")
-        content_md5 = self.content_md5(data)
-        expected = base64.b64decode(content_md5).hex()  # the same digest: one MD5 per PUT
+        if md5 is None:
+            md5 = hashlib.md5(data, usedforsecurity=False).digest()
+        content_md5 = self.content_md5(md5)
+        expected = md5.hex()  # the same digest: one MD5 per PUT, if any
         with map_s3_errors(key):
             async with asyncio.timeout(self.put_timeout_s):
                 response = await self._fs._pipe_file(

@@ -2,10 +2,13 @@
 
 Contract of :class:`ObjectStore` (every implementation):
 
-- ``put(key, data)`` writes the whole object under ``key``, replacing any object of that key,
-  and returns only when the store holds exactly ``data``: an S3 store sends ``Content-MD5``
-  (the server rejects a body that does not match it) and checks that the ETag of the answer
-  is the same MD5; a local store re-reads its temporary file before renaming it into place.
+- ``put(key, data, md5=None)`` writes the whole object under ``key``, replacing any object of
+  that key, and returns only when the store holds exactly ``data``. ``md5`` is the binary
+  MD5 of ``data`` when the caller already took it (the writer does, in its render thread,
+  off the event loop); the store takes it otherwise. The check is against that digest: an S3
+  store sends ``Content-MD5`` (the server rejects a body that does not match it) and checks
+  that the ETag of the answer is the same MD5; a local store re-reads its temporary file
+  before renaming it into place.
   Anything else raises a :class:`~sinks.errors.SinkError`: ``ChecksumMismatch``
   (retriable, never acknowledged), ``SinkUnavailable`` (retriable) or ``SinkRejected``.
 - ``get(key)`` and ``list_keys(prefix)`` are for readers and tests; ``list_keys`` returns
@@ -42,7 +45,7 @@ __all__ = ["LocalStore", "ObjectStore", "md5_hex", "open_store"]
 class ObjectStore(Protocol):
     """Where the sink puts its objects (see the module docstring for the contract)."""
 
-    async def put(self, key: str, data: bytes) -> None: ...
+    async def put(self, key: str, data: bytes, md5: bytes | None = None) -> None: ...
 
     async def get(self, key: str) -> bytes: ...
 
@@ -82,14 +85,14 @@ class LocalStore:
             raise InvalidKey(f"not a safe relative key: {key!r}")
         return self.root.joinpath(*parts)
 
-    async def put(self, key: str, data: bytes) -> None:
+    async def put(self, key: str, data: bytes, md5: bytes | None = None) -> None:
         path = self.path_of(key)
         try:
-            written = await asyncio.to_thread(self._put, path, data)
+            expected, written = await asyncio.to_thread(self._put, path, data, md5)
         except OSError as exc:
             raise _map_os_error(key, exc) from exc
-        if written != md5_hex(data):
-            raise ChecksumMismatch(key, md5_hex(data), written)
+        if written != expected:
+            raise ChecksumMismatch(key, expected, written)
 
     async def get(self, key: str) -> bytes:
         path = self.path_of(key)
@@ -106,8 +109,10 @@ class LocalStore:
         except OSError as exc:
             raise _map_os_error(prefix, exc) from exc
 
-    def _put(self, path: Path, data: bytes) -> str:
-        """Write, fsync and read back a temporary file, rename it into place; its MD5."""
+    def _put(self, path: Path, data: bytes, md5: bytes | None) -> tuple[str, str]:
+        """Write, fsync and read back a temporary file, rename it into place if it has the
+        expected MD5; (expected, read back) MD5s in hex."""
+        expected = md5.hex() if md5 is not None else md5_hex(data)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:
@@ -117,12 +122,12 @@ class LocalStore:
                 os.fsync(file.fileno())
                 file.seek(0)
                 written = md5_hex(file.read())
-            if written == md5_hex(data):
+            if written == expected:
                 os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
         _fsync_dir(path.parent)
-        return written
+        return expected, written
 
     def _list(self, prefix: str) -> list[str]:
         # Walk only the deepest folder the prefix names in full, then filter by string prefix.

@@ -52,8 +52,9 @@ class _Pending:
     """A closed batch on its way: its objects, and those already in the store."""
 
     batch: Batch
-    objects: list[RenderedObject] | None = None
-    """Rendered on the first flush attempt, in a thread (gzip of megabytes is CPU)."""
+    rendering: asyncio.Future[list[RenderedObject]] | None = None
+    """Its objects, rendered in a thread (gzip of megabytes is CPU), started while the batch
+    before it is being uploaded so that the two overlap."""
     stored: set[str] = field(default_factory=set)
 
 
@@ -108,10 +109,24 @@ class SinkWriter:
             self._enqueue(closed)
 
     def add_events(
-        self, topic: str, partition: int, offset: int, events: Sequence[ProbeEvent]
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        events: Sequence[ProbeEvent],
+        received: Sequence[bytes] | None = None,
     ) -> int:
-        """:meth:`add` the events at or above ``config.min_severity``; returns how many."""
-        kept = [event_record(e) for e in events if keeps(e, self.config.min_severity)]
+        """:meth:`add` the events at or above ``config.min_severity``; returns how many.
+
+        ``received``, index for index with ``events``, are the bytes each event was decoded
+        from: stored as they are (:func:`~sinks.records.event_record`).
+        """
+        floor = self.config.min_severity
+        if received is None:
+            kept = [event_record(e) for e in events if keeps(e, floor)]
+        else:
+            pairs = zip(events, received, strict=True)  # ValueError on a length mismatch
+            kept = [event_record(e, raw) for e, raw in pairs if keeps(e, floor)]
         self._n.filtered += len(events) - len(kept)
         self.add(topic, partition, offset, kept)
         return len(kept)
@@ -222,12 +237,31 @@ class SinkWriter:
     def _enqueue(self, batch: Batch) -> None:
         self._queues.setdefault(batch.tp, deque()).append(_Pending(batch))
 
+    def _render_soon(self, pending: _Pending) -> asyncio.Future[list[RenderedObject]]:
+        """Start rendering ``pending`` in a thread, once; the future of its objects."""
+        if pending.rendering is None:
+            pending.rendering = asyncio.ensure_future(
+                asyncio.to_thread(
+                    render_objects,
+                    pending.batch,
+                    prefix=self.config.prefix,
+                    compress=self.config.compress,
+                )
+            )
+        return pending.rendering
+
     async def _flush_queues(self) -> FlushResult:
         result = FlushResult(durable={})
+        # Each batch renders while the one before it uploads: one batch ahead, no more.
+        order = [pending for queue in self._queues.values() for pending in queue]
+        following = {id(a): b for a, b in zip(order, order[1:], strict=False)}
         for tp in list(self._queues):
             queue = self._queues.get(tp)
             while queue:
                 pending = queue[0]
+                upcoming = following.get(id(pending))
+                if upcoming is not None:
+                    self._render_soon(upcoming)
                 durable = await self._make_durable(pending, result)
                 if self._queues.get(tp) is not queue:
                     break  # discarded meanwhile (partition revoked)
@@ -244,24 +278,18 @@ class SinkWriter:
         return result
 
     async def _make_durable(self, pending: _Pending, result: FlushResult) -> bool:
-        if pending.objects is None:
-            pending.objects = await asyncio.to_thread(
-                render_objects,
-                pending.batch,
-                prefix=self.config.prefix,
-                compress=self.config.compress,
-            )
-        for obj in pending.objects:
+        objects = await self._render_soon(pending)
+        for obj in objects:
             if obj.key in pending.stored:
                 continue
-            if not await self._put(obj.key, obj.data):
+            if not await self._put(obj.key, obj.data, obj.md5):
                 break
             pending.stored.add(obj.key)
             result.objects += 1
             result.records += obj.records
             self._n.flushed_objects += 1
             self._n.flushed_records += obj.records
-        remaining = [obj for obj in pending.objects if obj.key not in pending.stored]
+        remaining = [obj for obj in objects if obj.key not in pending.stored]
         if not remaining:
             return True
         batch = pending.batch
@@ -295,7 +323,7 @@ class SinkWriter:
             self._n.drained_objects += 1
         return True
 
-    async def _put(self, key: str, data: bytes) -> bool:
+    async def _put(self, key: str, data: bytes, md5: bytes | None = None) -> bool:
         """One object into the store: True once verified there. Retries bounded, breaker fed."""
         if not self.breaker.try_acquire():
             return False
@@ -308,7 +336,7 @@ class SinkWriter:
                     self._n.put_retries += 1
                     await self._sleep(self.config.retry_backoff_s * 2 ** (attempt - 1))
                 try:
-                    await self.store.put(key, data)
+                    await self.store.put(key, data, md5)
                 except ChecksumMismatch as exc:
                     self._n.checksum_mismatches += 1
                     error = exc

@@ -43,7 +43,9 @@ class MemoryStore:
         self.puts = 0
         self.log: list[tuple[str, str]] = []  # (key, "ok" | reason)
 
-    async def put(self, key: str, data: bytes) -> None:
+    async def put(self, key: str, data: bytes, md5: bytes | None = None) -> None:
+        # A digest from the caller must be the body's, as a real store would check it.
+        assert md5 is None or md5.hex() == md5_hex(data), f"{key}: md5 is not the body's"
         self.puts += 1
         if self.down or self.fail_next:
             self.fail_next = max(0, self.fail_next - 1)

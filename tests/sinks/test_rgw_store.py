@@ -142,11 +142,11 @@ class WrongMd5(S3Store):
 
     wrong = 1
 
-    def content_md5(self, data: bytes) -> str:
+    def content_md5(self, md5: bytes) -> str:
         if self.wrong > 0:
             self.wrong -= 1
             return base64.b64encode(hashlib.md5(b"not the body").digest()).decode()
-        return super().content_md5(data)
+        return super().content_md5(md5)
 
 
 async def test_a_wrong_checksum_is_retried_and_never_acknowledged(

@@ -31,9 +31,9 @@ import httpx
 
 from pipeline.probe._errors import classify_exception
 from pipeline.probe.breaker import BreakerStateName, CircuitBreaker
-from pipeline.probe.tracecontext import SAMPLED, parse_traceparent
+from pipeline.probe.tracecontext import SAMPLED, parse_traceparent, take_span_id
 from pipeline.probe.tracecontext import ambient_trace as current_trace
-from pipeline.probe.tracecontext import random_bits as getrandbits
+from pipeline.probe.tracecontext import span_id_pool as _span_ids
 from pipeline.schema import ErrorClass, Outcome
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ _FAILURE_OUTCOMES: Final = frozenset(
 )
 _TRACEPARENT: Final = b"traceparent"
 _lowercase_key = operator.itemgetter(1)
-_M64: Final = (1 << 64) - 1
+_FLAGS: Final = ("00", "01")  # trace-flags as sent, by our flags (SAMPLED or not)
 
 
 def _headers_list_works() -> bool:
@@ -99,13 +99,6 @@ def _find_traceparent(headers: httpx.Headers) -> bytes | str | None:
     return b", ".join([entry[2] for entry in entries if entry[1] == _TRACEPARENT])
 
 
-def _nonzero(bits: int) -> int:
-    """Ids are never all zero (W3C): redraw in the ~2**-64 case."""
-    while not bits:  # pragma: no cover - probability 2**-64
-        bits = getrandbits(64)
-    return bits
-
-
 class _Attempt:
     """One try of a logical request, from send to the end of its body."""
 
@@ -150,7 +143,7 @@ class _Attempt:
     core: _Core
     declared_bytes: int
     flags: int
-    logical_id: int
+    logical_id: str
     method: str
     request: httpx.Request
     route: str
@@ -196,18 +189,22 @@ class _Attempt:
             parent = parse_traceparent(header) if header is not None else None
             if parent is None:
                 parent = current_trace.get()
+        # Ids from the pool (pop is atomic; another thread may empty it between two pops).
+        ids = _span_ids
+        try:
+            logical = ids.pop()
+            # A new trace's id is two span ids: each is never zero, so neither is it.
+            trace = ids.pop() + ids.pop() if parent is None else ""
+        except IndexError:
+            logical = take_span_id()
+            trace = take_span_id() + take_span_id() if parent is None else ""
+        self.logical_id = logical
         if parent is None:
-            bits = getrandbits(192)  # a new trace id and the logical request id, in one call
-            trace, logical = bits >> 64, bits & _M64
-            while not trace:  # pragma: no cover - probability 2**-128
-                trace = getrandbits(128)
-            self.trace_id = f"{trace:032x}"
+            self.trace_id = trace
             self.flags = SAMPLED
         else:
             self.trace_id = parent.trace_id
             self.flags = parent.flags & SAMPLED
-            logical = getrandbits(64)
-        self.logical_id = logical or _nonzero(logical)  # formatted off the hot path
         self.method = request.method  # labelled (OTHER for extension methods) in the event
         # httpx has read byte bodies already (Request.content, without its property call):
         # no header lookup needed. A stream (or a redirect's copy of a body) has none.
@@ -272,9 +269,12 @@ class _Attempt:
                         core.emit_breaker_open(self, breaker)
                         return False
             self.breaker_state = state
-            bits = getrandbits(64)
-            header = f"00-{self.trace_id}-{bits or _nonzero(bits):016x}-{self.flags:02x}"
-            self.request_id = header[36:52]
+            try:
+                span = _span_ids.pop()
+            except IndexError:
+                span = take_span_id()
+            self.request_id = span
+            header = f"00-{self.trace_id}-{span}-{_FLAGS[self.flags]}"
             request = self.request
             if self.ours_on_request:
                 request.headers["traceparent"] = header

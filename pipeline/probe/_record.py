@@ -49,7 +49,7 @@ tls_s)``.
 here).
 ``outcome`` None means "from ``status_code``" (a response that arrived). ``status_code`` is
 as received (out-of-range values become ``protocol_error`` and no status). ``logical_id`` is
-an int (64 random bits, formatted here). ``declared_bytes`` is the request body length;
+16 hex characters, as the event has it. ``declared_bytes`` is the request body length;
 bytes sent is 0 for an error class that sent nothing. ``connect_s``/``tls_s`` are seconds.
 """
 
@@ -134,7 +134,7 @@ def event_values(record: Record) -> tuple[Any, ...]:
         severity,
         trace_id,
         request_id,
-        f"{logical_id:016x}",
+        logical_id,
         attempt,
         status,
         0 if error_class in _NOTHING_SENT else declared,

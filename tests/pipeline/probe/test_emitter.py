@@ -529,7 +529,7 @@ def probe_record(i: int) -> tuple[Any, ...]:
         None,
         BASE.trace_id,
         f"{i + 1:016x}",
-        i + 1,
+        f"{i + 1:016x}",
         1,
         200 if i % 5 else 503,
         0,

@@ -10,12 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.probe.tracecontext import (
+    SPAN_IDS_PER_REFILL,
     TraceParent,
     current_trace,
     format_traceparent,
     new_span_id,
     new_trace_id,
     parse_traceparent,
+    refill_span_ids,
+    span_id_pool,
+    take_span_id,
     trace_context,
 )
 
@@ -134,3 +138,25 @@ async def test_trace_context_follows_tasks() -> None:
         task = asyncio.create_task(child())
     assert await asyncio.wait_for(task, 5) == "b" * 32
     assert await asyncio.wait_for(asyncio.create_task(child()), 5) is None
+
+
+def test_pooled_span_ids_are_valid_distinct_and_refilled() -> None:
+    span_id_pool.clear()
+    taken = [take_span_id() for _ in range(3 * SPAN_IDS_PER_REFILL + 7)]  # several refills
+    assert all(len(span) == 16 and set(span) <= set("0123456789abcdef") for span in taken)
+    assert "0" * 16 not in taken
+    assert len(set(taken)) == len(taken)
+
+
+def test_a_forked_child_gets_no_pooled_id_of_its_parent() -> None:
+    refill_span_ids()
+    assert span_id_pool
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what its pool holds, then leave at once
+        os.write(write, str(len(span_id_pool)).encode())
+        os._exit(0)
+    os.close(write)
+    assert os.read(read, 64) == b"0"
+    os.waitpid(pid, 0)
+    os.close(read)

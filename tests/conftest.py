@@ -20,8 +20,6 @@ it, so ``pytest -m "not integration"`` never starts a broker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import os
 import re
 import subprocess
@@ -34,6 +32,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline.topics import TopicSpec, ensure_topics
+from tests.leases import leased_service
 
 pytest_plugins = ["tests.rgw"]  # s3_endpoint, rgw_control, s3_bucket: see tests/rgw.py
 
@@ -41,7 +40,6 @@ REPO = Path(__file__).resolve().parent.parent
 KAFKA_LOCAL = REPO / "scripts" / "kafka-local"
 TEST_KAFKA_DIR = REPO / "var" / "kafka-test"
 TEST_KAFKA_PORT = int(os.environ.get("EGRESSWATCH_TEST_KAFKA_PORT", "19192"))
-_STARTED_MARK = "started-by-pytest"
 
 
 def kafka_local(
@@ -71,26 +69,6 @@ def parse_bootstrap(stdout: str) -> str:
     return lines[0].removeprefix("KAFKA_BOOTSTRAP=")
 
 
-@contextlib.contextmanager
-def _leases_locked() -> Iterator[Path]:
-    TEST_KAFKA_DIR.mkdir(parents=True, exist_ok=True)
-    leases = TEST_KAFKA_DIR / "pytest-leases"
-    leases.mkdir(exist_ok=True)
-    with open(TEST_KAFKA_DIR / "pytest-leases.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield leases
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap address of a real Kafka broker for the whole session."""
@@ -99,31 +77,21 @@ def kafka_bootstrap() -> Iterator[str]:
         yield external
         return
 
-    lease = None
-    with _leases_locked() as leases:
-        was_running = kafka_local("status").returncode == 0
-        up = kafka_local("up")
-        if up.returncode != 0:
-            pytest.fail(f"scripts/kafka-local up failed ({up.returncode}):\n{up.stderr}")
-        bootstrap = parse_bootstrap(up.stdout)
-        if not was_running:
-            (TEST_KAFKA_DIR / _STARTED_MARK).touch()
-        lease = leases / str(os.getpid())
-        lease.touch()
-    try:
+    def up() -> str:
+        started = kafka_local("up")
+        if started.returncode != 0:
+            pytest.fail(f"scripts/kafka-local up failed ({started.returncode}):\n{started.stderr}")
+        return parse_bootstrap(started.stdout)
+
+    def down() -> None:
+        stopped = kafka_local("down", "--purge")
+        if stopped.returncode != 0:
+            raise RuntimeError(f"scripts/kafka-local down failed:\n{stopped.stderr}")
+
+    with leased_service(
+        TEST_KAFKA_DIR, running=lambda: kafka_local("status").returncode == 0, up=up, down=down
+    ) as bootstrap:
         yield bootstrap
-    finally:
-        with _leases_locked() as leases:
-            lease.unlink(missing_ok=True)
-            for other in leases.iterdir():
-                if not (other.name.isdigit() and _alive(int(other.name))):
-                    other.unlink(missing_ok=True)
-            marker = TEST_KAFKA_DIR / _STARTED_MARK
-            if not any(leases.iterdir()) and marker.exists():
-                down = kafka_local("down", "--purge")
-                marker.unlink(missing_ok=True)
-                if down.returncode != 0:
-                    raise RuntimeError(f"scripts/kafka-local down failed:\n{down.stderr}")
 
 
 class MakeTopic(Protocol):

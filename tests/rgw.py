@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import itertools
 import os
 import re
@@ -45,12 +44,13 @@ import s3fs
 from aiobotocore.session import get_session  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
 
+from tests.leases import leased_service
+
 REPO = Path(__file__).resolve().parent.parent
 RGW_LOCAL = REPO / "scripts" / "rgw-local"
 TEST_RGW_DIR = REPO / "var" / "rgw-test"
 TEST_RGW_PORT = int(os.environ.get("EGRESSWATCH_TEST_RGW_PORT", "17580"))
 REGION = "us-east-1"  # RGW accepts any region in a SigV4 scope; botocore needs one
-_STARTED_MARK = "started-by-pytest"
 _FIXTURES = frozenset({"s3_endpoint", "rgw_control", "rgw_cluster", "s3_bucket"})
 
 
@@ -165,26 +165,6 @@ class RgwCluster:
     endpoint: S3Endpoint
 
 
-@contextlib.contextmanager
-def _leases_locked() -> Iterator[Path]:
-    TEST_RGW_DIR.mkdir(parents=True, exist_ok=True)
-    leases = TEST_RGW_DIR / "pytest-leases"
-    leases.mkdir(exist_ok=True)
-    with open(TEST_RGW_DIR / "pytest-leases.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield leases
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _external_endpoint() -> S3Endpoint | None:
     url = os.environ.get("EGRESSWATCH_S3_ENDPOINT")
     if not url:
@@ -213,30 +193,22 @@ def rgw_cluster() -> Iterator[RgwCluster]:
         yield RgwCluster(Path(named_dir).resolve(), external)
         return
 
-    with _leases_locked() as leases:
-        was_running = rgw_local("status").returncode != 1  # 1: nothing of it runs
-        up = rgw_local("up")
-        if up.returncode != 0:
-            pytest.fail(f"scripts/rgw-local up failed ({up.returncode}):\n{up.stderr}")
-        endpoint = parse_s3_env(up.stdout)
-        if not was_running:
-            (TEST_RGW_DIR / _STARTED_MARK).touch()
-        lease = leases / str(os.getpid())
-        lease.touch()
-    try:
+    def up() -> S3Endpoint:
+        started = rgw_local("up")
+        if started.returncode != 0:
+            pytest.fail(f"scripts/rgw-local up failed ({started.returncode}):\n{started.stderr}")
+        return parse_s3_env(started.stdout)
+
+    def down() -> None:
+        stopped = rgw_local("down", "--purge")
+        if stopped.returncode != 0:
+            raise RuntimeError(f"scripts/rgw-local down failed:\n{stopped.stderr}")
+
+    def running() -> bool:
+        return rgw_local("status").returncode != 1  # 1: nothing of it runs
+
+    with leased_service(TEST_RGW_DIR, running=running, up=up, down=down) as endpoint:
         yield RgwCluster(TEST_RGW_DIR, endpoint)
-    finally:
-        with _leases_locked() as leases:
-            lease.unlink(missing_ok=True)
-            for other in leases.iterdir():
-                if not (other.name.isdigit() and _alive(int(other.name))):
-                    other.unlink(missing_ok=True)
-            marker = TEST_RGW_DIR / _STARTED_MARK
-            if not any(leases.iterdir()) and marker.exists():
-                down = rgw_local("down", "--purge")
-                marker.unlink(missing_ok=True)
-                if down.returncode != 0:
-                    raise RuntimeError(f"scripts/rgw-local down failed:\n{down.stderr}")
 
 
 @pytest.fixture(scope="session")

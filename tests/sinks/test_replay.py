@@ -8,6 +8,7 @@ of hours outside the range are never read.
 from __future__ import annotations
 
 import io
+import json
 import tempfile
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
@@ -390,6 +391,22 @@ def test_jsonl_output_is_the_stored_lines_and_parquet_round_trips(tmp_path: Path
     assert out.getvalue() == b"".join(encode_event(e) + b"\n" for e in events)
     write_parquet(result.table, tmp_path / "out.parquet")
     assert pq.read_table(tmp_path / "out.parquet").equals(result.table)
+
+
+def test_lines_as_a_foreign_producer_formatted_them_replay_to_the_same_events(
+    tmp_path: Path,
+) -> None:
+    """The sink stores events as received: key order and spaces may not be ours."""
+    events = [make_event(started_at=T0 + n, elapsed_ms=6_000.0) for n in range(3)]
+    lines = [
+        json.dumps(dict(reversed(msgspec.json.decode(encode_event(e)).items()))).encode()
+        for e in events
+    ]
+    put(tmp_path, obj("checkout", T0, 0).render(), [], raw=encode_jsonl(lines))
+    result = replay(ReplaySource.local(tmp_path), service="checkout", since=T0, until=T0 + 60)
+    out = io.BytesIO()
+    assert write_jsonl(result.table, out) == 3
+    assert out.getvalue() == b"".join(encode_event(e) + b"\n" for e in events)  # ours again
 
 
 def test_parse_instant() -> None:

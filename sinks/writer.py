@@ -239,7 +239,7 @@ class SinkWriter:
 
     def _render_soon(self, pending: _Pending) -> asyncio.Future[list[RenderedObject]]:
         """Start rendering ``pending`` in a thread, once; the future of its objects."""
-        if pending.rendering is None:
+        if pending.rendering is None or pending.rendering.cancelled():
             pending.rendering = asyncio.ensure_future(
                 asyncio.to_thread(
                     render_objects,
@@ -278,7 +278,9 @@ class SinkWriter:
         return result
 
     async def _make_durable(self, pending: _Pending, result: FlushResult) -> bool:
-        objects = await self._render_soon(pending)
+        # Shielded: a flush cancelled meanwhile (shutdown) leaves the render running for the
+        # next flush, which awaits the same future.
+        objects = await asyncio.shield(self._render_soon(pending))
         for obj in objects:
             if obj.key in pending.stored:
                 continue

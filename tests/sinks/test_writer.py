@@ -310,3 +310,36 @@ async def test_local_store_gets_the_same_layout(tmp_path, clock) -> None:
     (key,) = await store.list_keys()
     assert parse_key(key).gzip and (tmp_path / "sink" / key).is_file()
     assert read_events((tmp_path / "sink" / key).read_bytes()) == events
+
+
+async def test_a_flush_cancelled_while_rendering_leaves_the_batch_to_the_next(
+    make_writer: MakeWriter, store
+) -> None:
+    writer = make_writer(max_records=10)
+    events = critical_events(30)
+    feed(writer, events, per_record=10)  # three closed batches, queued
+    first = asyncio.create_task(writer.flush_due())
+    await asyncio.sleep(0)  # it is now waiting for the first batch's render thread
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    result = await writer.flush_due()
+    assert result.durable == {(TOPIC, 0): 2}
+    assert sorted(request_ids(store.lines())) == sorted(e.request_id for e in events)
+
+
+async def test_the_next_batch_renders_while_one_uploads(make_writer: MakeWriter, store) -> None:
+    """One batch ahead: batch n + 1 is rendered by the time batch n's PUT starts."""
+    writer = make_writer(max_records=10)
+    feed(writer, critical_events(30), per_record=10)
+    seen: list[int] = []
+    put = store.put
+
+    async def observing_put(key: str, data: bytes, md5: bytes | None = None) -> None:
+        pending = [p for queue in writer._queues.values() for p in queue]
+        seen.append(sum(p.rendering is not None for p in pending))
+        await put(key, data, md5)
+
+    store.put = observing_put
+    await writer.flush_due()
+    assert seen == [2, 2, 1]  # the one uploading and the next; the last has no next

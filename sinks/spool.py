@@ -36,6 +36,7 @@ from typing import BinaryIO, Final
 
 from pipeline.logs import log_fields
 from sinks._frames import FrameError, SpoolEntry, encode_frame, read_frame, scan
+from sinks._fsync import fsync_dir
 from sinks.errors import SpoolError, SpoolFull
 
 __all__ = ["Spool", "SpoolEntry"]
@@ -233,7 +234,7 @@ class Spool:
         path = self.directory / f"seg-{self._next_seq:016d}.spool"
         self._next_seq += 1
         self._append_file = open(path, "xb")  # noqa: SIM115 (kept open for appends)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         segment = _Segment(path, 0)
         self._segments.append(segment)
         self._active = segment
@@ -268,18 +269,10 @@ class Spool:
                 target = self.quarantine_dir / segment.path.name
                 os.replace(segment.path, target)
                 target.with_suffix(".reason").write_text(segment.corrupt + "\n")
-                _fsync_dir(self.quarantine_dir)
-            _fsync_dir(self.directory)
+                fsync_dir(self.quarantine_dir)
+            fsync_dir(self.directory)
         except OSError as exc:
             _log.error(
                 "could not retire a spool segment",
                 extra=log_fields(segment=segment.path.name, error=str(exc)),
             )
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

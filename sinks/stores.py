@@ -30,6 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from sinks._fsync import fsync_dir
 from sinks.errors import (
     ChecksumMismatch,
     InvalidKey,
@@ -126,7 +127,7 @@ class LocalStore:
                 os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return expected, written
 
     def _list(self, prefix: str) -> list[str]:
@@ -146,14 +147,6 @@ class LocalStore:
                 if key.startswith(prefix):
                     keys.append(key)
         return sorted(keys)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 async def open_store(

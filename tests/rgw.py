@@ -31,7 +31,6 @@ import contextlib
 import itertools
 import os
 import re
-import socket
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -45,6 +44,7 @@ from aiobotocore.session import get_session  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
 
 from tests.leases import leased_service
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 RGW_LOCAL = REPO / "scripts" / "rgw-local"
@@ -145,13 +145,6 @@ def parse_s3_env(stdout: str) -> S3Endpoint:
     values = [line.partition("=")[2] for line in lines]
     assert all(values), stdout
     return S3Endpoint(url=values[0], access_key=values[1], secret_key=values[2])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # ---------------------------------------------------------------------------- the cluster

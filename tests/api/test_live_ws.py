@@ -26,7 +26,7 @@ from api.live.protocol import event_message
 from api.live.routes import STATIC_DIR, live_routes
 from api.live.ws import CLOSE_CROSS_ORIGIN, CLOSE_FULL, CLOSE_HEARTBEAT, CLOSE_INVALID_FILTER
 from tests.eventgen import make_event
-from tests.workers import free_port
+from tests.ports import free_port
 
 T0 = 1_764_000_000.0
 _rng = random.Random(11)

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from tests.workers import REPO, free_port
+from tests.ports import free_port
+from tests.workers import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

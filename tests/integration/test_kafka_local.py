@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -21,6 +20,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from pipeline.topics import DAY_MS, HOUR_MS, TopicMismatch, TopicSpec, ensure_topics
 from tests.conftest import MakeTopic, kafka_local, parse_bootstrap
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -273,13 +273,6 @@ async def test_ensure_topics_concurrent_creators(kafka_bootstrap: str) -> None:
         assert len(failures) == 1 and isinstance(failures[0], TopicMismatch), results
     finally:
         await delete_topics(kafka_bootstrap, [same, racy])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def test_script_up_is_idempotent_and_status_reports(tmp_path: Path) -> None:

@@ -28,7 +28,8 @@ from sinks.s3 import S3Store
 from sinks.spool import Spool
 from sinks.writer import SinkWriter
 from tests.eventgen import make_event
-from tests.rgw import S3Endpoint, free_port
+from tests.ports import free_port
+from tests.rgw import S3Endpoint
 from tests.sinks.fakes import T0
 
 pytestmark = pytest.mark.integration

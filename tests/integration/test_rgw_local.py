@@ -22,10 +22,10 @@ import pytest
 from aiobotocore.session import get_session  # type: ignore[import-untyped]
 from botocore.exceptions import ClientError, EndpointConnectionError  # type: ignore[import-untyped]
 
+from tests.ports import free_port
 from tests.rgw import (
     RgwControl,
     S3Endpoint,
-    free_port,
     open_s3fs,
     parse_s3_env,
     rgw_local,

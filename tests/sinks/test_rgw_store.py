@@ -29,7 +29,8 @@ from sinks.spool import Spool
 from sinks.writer import SinkWriter
 from tables.alerting import decode_alert
 from tests.eventgen import make_event
-from tests.rgw import RgwControl, S3Endpoint, free_port
+from tests.ports import free_port
+from tests.rgw import RgwControl, S3Endpoint
 from tests.sinks.fakes import T0, make_alert
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from typing import Any, Final
 
 import httpx
 import psutil
+from _services import free_port
 from _throughput_workload import ROOT
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -92,13 +92,6 @@ def _rate(first: _Mark, last: _Mark) -> dict[str, Any]:
 # -- (a) the real worker -------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 _COUNTED: Final = (b"egresswatch_outbound_requests_total{", b"egresswatch_dead_letters_total{")
 
 
@@ -114,7 +107,7 @@ async def _scrape(client: httpx.AsyncClient, url: str) -> int | None:
 
 def measure_worker(settings: WorkerSettings, events: int, workdir: Path) -> dict[str, Any]:
     """Run ``egresswatch worker`` (one process) until it has counted ``events``; time it."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "EGRESSWATCH_PROBE_TOPIC": settings.probe_topic,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import subprocess
 import time
 from bisect import bisect
 from dataclasses import dataclass
@@ -22,13 +21,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline.envelope import encode_batch
 from pipeline.partitioning import key_bytes, partition_for_key
 from pipeline.schema import ProbeEvent, derive_severity, encode_event, table_key
 
-__all__ = ["Record", "Workload", "build_workload", "delete_topics", "kafka_up", "produce"]
+__all__ = ["Record", "Workload", "build_workload", "produce"]
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 _REGIONS: Final = [f"svc-{name}" for name in ("checkout", "search", "cart", "users", "orders")]
@@ -131,17 +129,6 @@ def build_workload(n: int, single_n: int, per_record: int, partitions: int) -> W
 # -- Kafka ---------------------------------------------------------------------------------
 
 
-def kafka_up() -> str:
-    """Start the project's local Kafka if needed (idempotent); its bootstrap address."""
-    out = subprocess.run(
-        [str(ROOT / "scripts" / "kafka-local"), "up"], check=True, capture_output=True, text=True
-    ).stdout
-    for line in out.splitlines():
-        if line.startswith("KAFKA_BOOTSTRAP="):
-            return line.split("=", 1)[1].strip()
-    raise RuntimeError(f"scripts/kafka-local up printed no KAFKA_BOOTSTRAP line: {out!r}")
-
-
 async def produce(
     bootstrap: str, topic: str, records: list[Record], compression: str | None
 ) -> None:
@@ -164,16 +151,3 @@ async def produce(
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
-
-
-async def delete_topics(bootstrap: str, tag: str) -> list[str]:
-    """Delete every topic whose name holds this run's ``tag`` (the run's own, Faust's too)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if tag in t]
-        if names:
-            await admin.delete_topics(names)
-        return names
-    finally:
-        await admin.close()

@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _services import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -183,12 +183,6 @@ def serve(port: int, keys: int, seed: int, *, gc_mode: str = "on") -> None:
 
 
 # -- client side -------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:
@@ -345,7 +339,7 @@ def main() -> None:
     rate = args.rate or 50.0
     total = args.requests or (1_500 if args.quick else 6_000)
     saturation = 1_000 if args.quick else 4_000
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     began = time.perf_counter()
     load_before = os.getloadavg()[0]

@@ -34,14 +34,13 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+from _services import delete_topics, kafka_up
 from _throughput_consumers import ceiling_role, log, measure_worker, naive_role
 from _throughput_profile import WORKER_STAGES, profile_hot_path
 from _throughput_workload import (
     ROOT,
     Workload,
     build_workload,
-    delete_topics,
-    kafka_up,
     produce,
 )
 

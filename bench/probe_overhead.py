@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx
-from aiokafka.admin import AIOKafkaAdminClient
+from _services import delete_topics, kafka_up
 from opentelemetry.instrumentation.httpx import (
     AsyncOpenTelemetryTransport,
     SyncOpenTelemetryTransport,
@@ -151,25 +151,6 @@ def upstream(delay_ms: float) -> Iterator[str]:
 
 
 # -- Kafka -----------------------------------------------------------------------------------
-
-
-def kafka_up() -> str:
-    out = subprocess.run(
-        [str(ROOT / "scripts" / "kafka-local"), "up"], check=True, capture_output=True, text=True
-    ).stdout
-    for line in out.splitlines():
-        if line.startswith("KAFKA_BOOTSTRAP="):
-            return line.split("=", 1)[1].strip()
-    raise RuntimeError(f"scripts/kafka-local up printed no KAFKA_BOOTSTRAP line: {out!r}")
-
-
-async def delete_topic(bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([topic])
-    finally:
-        await admin.close()
 
 
 def start_emitter(bootstrap: str, topic: str, timeout_s: float = 20.0) -> KafkaEmitter:
@@ -628,7 +609,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         stats = emitter.close(10.0)
         try:
-            asyncio.run(delete_topic(bootstrap, topic))
+            asyncio.run(delete_topics(bootstrap, topic))
         except Exception as exc:
             log(f"could not delete topic {topic}: {exc!r}")
     result["targets_met"] = targets(result)

@@ -33,7 +33,6 @@ import contextlib
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,8 +46,8 @@ import httpx
 import msgspec
 import psutil
 import websockets
+from _services import delete_topics, free_port, kafka_up
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline.envelope import decode_batch
 from pipeline.probe import ProbeConfig, ProbeTransport
@@ -91,22 +90,6 @@ def main(argv: list[str] | None = None) -> int:
 # -- services -------------------------------------------------------------------------------
 
 
-def kafka_up() -> str:
-    out = subprocess.run(
-        [str(ROOT / "scripts" / "kafka-local"), "up"], check=True, capture_output=True, text=True
-    ).stdout
-    for line in out.splitlines():
-        if line.startswith("KAFKA_BOOTSTRAP="):
-            return line.split("=", 1)[1].strip()
-    raise RuntimeError(f"scripts/kafka-local up printed no KAFKA_BOOTSTRAP line: {out!r}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def process(
     args: list[str], log_path: Path, env: dict[str, str]
@@ -135,18 +118,6 @@ def wait_ok(url: str, timeout_s: float, proc: subprocess.Popen[bytes], log_path:
                 return
         time.sleep(0.3)
     raise RuntimeError(f"{url} not ready after {timeout_s}s: {log_path.read_text()[-3000:]}")
-
-
-async def delete_topics(bootstrap: str, tag: str) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if tag in t]
-        if names:
-            await admin.delete_topics(names)
-        return names
-    finally:
-        await admin.close()
 
 
 # -- the load: real calls through the probe --------------------------------------------------

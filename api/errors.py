@@ -120,13 +120,13 @@ async def reject(
     headers: Mapping[str, str] | None = None,
 ) -> None:
     """Answer a request (or refuse a WebSocket handshake) from a middleware."""
-    response = error_response(scope, status, code, message, headers=headers)
     if scope["type"] == "websocket" and "websocket.http.response" not in scope.get(
         "extensions", {}
     ):
         close_code = WS_TRY_AGAIN_LATER if status == 429 else WS_POLICY_VIOLATION
         await send({"type": "websocket.close", "code": close_code, "reason": code})
         return
+    response = error_response(scope, status, code, message, headers=headers)
     await response(scope, receive, send)
 
 

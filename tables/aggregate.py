@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from pipeline.schema import ERROR_CLASSES, OUTCOMES, ProbeEvent, table_key
+from tables.labels import STATUS_CLASSES
 from tables.sketch import LatencySketch, merge_all
 from tables.sketch import slide as slide_sketch
 from tables.upstreams import MAX_UPSTREAMS_PER_CELL, OVERFLOW_UPSTREAM, UpstreamHealth
@@ -48,10 +49,10 @@ __all__ = [
 AGGREGATE_FORMAT: Final = 1
 SLOWEST_EXAMPLES: Final = 5
 ERROR_EXAMPLES: Final = 3
-STATUS_CLASSES: Final[tuple[str, ...]] = ("1xx", "2xx", "3xx", "4xx", "5xx", "none")
 _STATUS_BY_HUNDRED: Final = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")  # status // 100
 _UNSENT: Final = frozenset({"breaker_open", "budget_exhausted"})
-_COUNTERS: Final = (
+# The additive fields of a cell: merged by summing (here and in ``tables.query``).
+COUNTERS: Final = (
     "requests",
     "errors",
     "timeouts",
@@ -79,7 +80,7 @@ class WindowAggregate:
     __slots__ = (
         "key",
         "bucket",
-        *_COUNTERS,
+        *COUNTERS,
         "outcomes",
         "error_classes",
         "status_classes",
@@ -308,7 +309,7 @@ class WindowAggregate:
         out = cls(key, bucket)
         signed = [(base, 1), *(() if removed is None else ((removed, -1),))]
         signed += [] if added is None else [(added, 1)]
-        for name in _COUNTERS:
+        for name in COUNTERS:
             setattr(out, name, sum(getattr(c, name) * k for c, k in signed))
         for name in _BOUNDED_KEYS:
             counts: dict[str, int] = {}
@@ -355,7 +356,7 @@ class WindowAggregate:
     def to_data(self) -> dict[str, Any]:
         """Deterministic JSON-able form (dicts sorted by key)."""
         data: dict[str, Any] = {"v": AGGREGATE_FORMAT, "key": self.key, "bucket": self.bucket}
-        for name in _COUNTERS:
+        for name in COUNTERS:
             data[name] = getattr(self, name)
         for name in _BOUNDED_KEYS:
             data[name] = dict(sorted(getattr(self, name).items()))
@@ -388,7 +389,7 @@ class WindowAggregate:
         if not isinstance(key, str) or type(bucket) is not int or bucket % BUCKET_S:
             raise ValueError("aggregate key must be a str and bucket a multiple of BUCKET_S")
         cell = cls(key, bucket)
-        for name in _COUNTERS:
+        for name in COUNTERS:
             setattr(cell, name, _count(data[name], name))
         for name, allowed in _BOUNDED_KEYS.items():
             counts = {str(k): _count(v, name) for k, v in data[name].items()}

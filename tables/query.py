@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from tables.aggregate import WindowAggregate, merged_examples
+from tables.aggregate import COUNTERS, WindowAggregate, merged_examples
 from tables.sketch import quantiles_of
 from tables.windows import BUCKET_S, VIEWS, buckets_for_view, is_expired, view_end_bucket
 
@@ -81,12 +81,12 @@ def _stats(
 ) -> WindowStats:
     """The stats of the union of ``parts``, without building their merge."""
     width = VIEWS[view]
-    totals = dict.fromkeys(_SUMMED, 0)
+    totals = dict.fromkeys(COUNTERS, 0)
     pool_max = 0.0
     status_classes: dict[str, int] = {}
     error_classes: dict[str, int] = {}
     for p in parts:
-        for name in _SUMMED:
+        for name in COUNTERS:
             totals[name] += getattr(p, name)
         pool_max = max(pool_max, p.pool_wait_ms_max)
         for k, v in p.status_classes.items():
@@ -125,20 +125,6 @@ def _stats(
         error_classes=dict(sorted(error_classes.items())),
         example_trace_ids=trace_ids,
     )
-
-
-_SUMMED: Final = (
-    "requests",
-    "errors",
-    "timeouts",
-    "retries",
-    "cancelled",
-    "breaker_open",
-    "late_events",
-    "bytes_sent",
-    "bytes_received",
-    "pool_wait_count",
-)
 
 
 class _Cached:

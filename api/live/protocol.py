@@ -26,12 +26,12 @@ The full contract, close codes included: ``docs/live.md``.
 from __future__ import annotations
 
 import fnmatch
-import random
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
+from pipeline.probe.tracecontext import new_span_id, new_trace_id
 from pipeline.schema import SEVERITIES, ProbeEvent, Severity, encode_event
 from tables.alerting import AlertRecord, encode_alert
 
@@ -60,16 +60,7 @@ ROLLUP: Final = "*"
 """An alert's route for a whole-service rollup: it matches every route filter."""
 MAX_CLIENT_MESSAGE_BYTES: Final = 4096
 
-_rng = random.Random()  # noqa: S311 - ids for correlation, not secrets
 _encoder = msgspec.json.Encoder()
-
-
-def new_trace_id() -> str:
-    return f"{_rng.getrandbits(128) | 1:032x}"
-
-
-def _new_request_id() -> str:
-    return f"{_rng.getrandbits(64) | 1:016x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +91,7 @@ def alert_message(record: AlertRecord) -> LiveMessage:
 
 def control(kind: str, trace_id: str, **fields: Any) -> str:
     """A session message (hello, ping, dropped, filter, error) on one line."""
-    body = {"type": kind, "trace_id": trace_id, "request_id": _new_request_id(), **fields}
+    body = {"type": kind, "trace_id": trace_id, "request_id": new_span_id(), **fields}
     return _encoder.encode(body).decode()
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "ERROR_CLASSES",
     "OUTCOMES",
     "SCHEMA_VERSION",
+    "SERVICE_RE",
     "SEVERITIES",
     "SLOW_ELAPSED_MS",
     "BreakerState",
@@ -197,8 +198,10 @@ _CRITICAL_OUTCOMES: Final = frozenset(
 
 _IDS_RE: Final = re.compile("[0-9a-f]{64}")
 _HEX_RE: Final = re.compile("[0-9a-f]+")
+SERVICE_RE: Final = re.compile("[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""What a ``service`` name may be (fullmatch): the schema's rule, also the probe config's."""
 _FIELD_RES: Final = {
-    "service": re.compile("[A-Za-z0-9][A-Za-z0-9._-]{0,63}"),
+    "service": SERVICE_RE,
     "route": re.compile("/.*", re.S),
     "upstream": re.compile(r"[^\s/@?#]+:\d{1,5}"),
     "internal_ip": re.compile("[0-9a-fA-F.:]+"),

@@ -72,7 +72,6 @@ class _Core:
     """Everything one transport shares across requests. Thread-safe."""
 
     def __init__(self, config: ProbeConfig, sink: EventSink, *, pool_limit: int | None) -> None:
-        self.config = config
         self.sink = sink
         self.service = config.service
         self.routes = RouteTable(
@@ -80,8 +79,7 @@ class _Core:
             max_routes_per_upstream=config.max_routes_per_upstream,
             max_upstreams=config.max_upstreams,
         )
-        self.nat = NatMapping(config.nat_rules)
-        self.ctx = RecordContext(config.service, self.nat)
+        self.ctx = RecordContext(config.service, NatMapping(config.nat_rules))
         # Records go straight to a sink that takes them; any other sink gets events.
         self.put: Callable[[Record], None] = record_submitter(sink) or self._put_event
         self.breakers = (

@@ -41,6 +41,7 @@ from aiokafka.errors import (
 )
 
 from pipeline.envelope import encode_batch
+from pipeline.logs import log_fields
 from pipeline.partitioning import key_bytes, partition_for_key
 from pipeline.probe._record import Record, wire
 from pipeline.schema import ProbeEvent, encode_event, table_key
@@ -341,7 +342,7 @@ class ProducerThread:
         if self.num_partitions and count != self.num_partitions:
             log.warning(
                 "probe topic partition count changed; keys are re-routed",
-                extra={"fields": {"before": self.num_partitions, "after": count}},
+                extra=log_fields(before=self.num_partitions, after=count),
             )
         return count
 
@@ -406,13 +407,13 @@ class ProducerThread:
         if connected and not self.connected:
             log.info(
                 "emitter connected to Kafka",
-                extra={"fields": {"topic": self._config.topic, "partitions": self.num_partitions}},
+                extra=log_fields(topic=self._config.topic, partitions=self.num_partitions),
             )
             self._outage_logged = False
         elif not connected and not self._outage_logged:
             log.warning(
                 "emitter cannot reach Kafka; buffering (bounded, drop-oldest) and retrying",
-                extra={"fields": {"error_class": type(error).__name__, "error": str(error)[:200]}},
+                extra=log_fields(error_class=type(error).__name__, error=str(error)[:200]),
             )
             self._outage_logged = True
         self.connected = connected
@@ -423,5 +424,5 @@ class ProducerThread:
             self._rejected_logged_at = now
             log.error(
                 "Kafka rejected a probe record; its events are dropped (see max_record_bytes)",
-                extra={"fields": {"error_class": type(exc).__name__, "events": events}},
+                extra=log_fields(error_class=type(exc).__name__, events=events),
             )

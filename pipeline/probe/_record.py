@@ -15,13 +15,13 @@ A record holds no URL, no header and no request object: only the normalized rout
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 import msgspec
 
 from pipeline.probe._errors import classify_status
 from pipeline.probe.retry import NOTHING_SENT_ERROR_CLASSES
-from pipeline.schema import SLOW_ELAPSED_MS, ProbeEvent, derive_severity
+from pipeline.schema import SLOW_ELAPSED_MS, Method, ProbeEvent, derive_severity
 
 __all__ = ["Record", "RecordContext", "event_values", "materialize", "wire"]
 
@@ -53,7 +53,7 @@ as received (out-of-range values become ``protocol_error`` and no status). ``log
 bytes sent is 0 for an error class that sent nothing. ``connect_s``/``tls_s`` are seconds.
 """
 
-_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+_METHODS: Final = tuple(method for method in get_args(Method) if method != "OTHER")
 _METHOD_LABELS: Final = {method: method for method in _METHODS}
 
 

@@ -5,7 +5,6 @@ Errors in the settings are raised here, at construction (``ValueError``), never 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -13,11 +12,11 @@ from pipeline.probe.breaker import BreakerConfig
 from pipeline.probe.nat import DEFAULT_NAT_RULES
 from pipeline.probe.retry import RetryConfig
 from pipeline.probe.routes import compile_template
+from pipeline.schema import SERVICE_RE
 
 __all__ = ["ProbeConfig", "Timeouts"]
 
-# Same rule as the event schema's ``service`` field.
-_SERVICE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_SERVICE: Final = SERVICE_RE  # the event schema's rule for ``service``
 
 
 @dataclass(frozen=True)

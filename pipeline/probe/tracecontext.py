@@ -136,19 +136,13 @@ def take_span_id() -> str:
 
 
 def new_trace_id() -> str:
-    """32 lowercase hex characters, never all zero."""
-    bits = _getrandbits(128)
-    while not bits:  # pragma: no cover - probability 2**-128
-        bits = _getrandbits(128)
-    return f"{bits:032x}"
+    """32 lowercase hex characters, never all zero: two pooled span ids, each never zero."""
+    return take_span_id() + take_span_id()
 
 
 def new_span_id() -> str:
     """16 lowercase hex characters, never all zero (also used for logical request ids)."""
-    bits = _getrandbits(64)
-    while not bits:  # pragma: no cover - probability 2**-64
-        bits = _getrandbits(64)
-    return f"{bits:016x}"
+    return take_span_id()
 
 
 _current: contextvars.ContextVar[TraceParent | None] = contextvars.ContextVar(

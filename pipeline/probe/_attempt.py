@@ -88,17 +88,6 @@ def _httpx_wrappers() -> frozenset[type]:
 _HTTPX_WRAPPERS: Final = _httpx_wrappers()
 
 
-def _find_traceparent(headers: httpx.Headers) -> bytes | str | None:
-    """The request's ``traceparent`` value (several are joined, as ``Headers.get`` does)."""
-    if not _FAST_HEADERS:
-        value: str | None = headers.get("traceparent")
-        return value
-    entries = headers._list
-    if _TRACEPARENT not in map(_lowercase_key, entries):  # one C-level scan
-        return None
-    return b", ".join([entry[2] for entry in entries if entry[1] == _TRACEPARENT])
-
-
 class _Attempt:
     """One try of a logical request, from send to the end of its body."""
 
@@ -183,12 +172,15 @@ class _Attempt:
             self.ours_on_request = False  # one C-level scan: the common case, nothing to parse
             parent = current_trace.get()
         else:
-            header = _find_traceparent(request.headers)
-            # A traceparent to replace, not to add (or no fast way to add one).
-            self.ours_on_request = header is not None or not _FAST_HEADERS
-            parent = parse_traceparent(header) if header is not None else None
-            if parent is None:
-                parent = current_trace.get()
+            # A traceparent to replace, not to add (or no fast way to add one). Several are
+            # joined, as ``Headers.get`` does.
+            self.ours_on_request = True
+            header: bytes | str | None = (
+                b", ".join([e[2] for e in request.headers._list if e[1] == _TRACEPARENT])
+                if _FAST_HEADERS
+                else request.headers.get("traceparent")
+            )
+            parent = parse_traceparent(header) or current_trace.get()
         # Ids from the pool (pop is atomic; another thread may empty it between two pops).
         ids = _span_ids
         try:

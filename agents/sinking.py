@@ -21,7 +21,7 @@ from typing import Any
 from pipeline.logs import log_fields
 from pipeline.settings import WorkerSettings
 from sinks import SinkConfig, SinkWriter, Spool, store_breaker
-from sinks.batcher import BatchLimits
+from sinks.batcher import BatchLimits, TopicPartition
 from sinks.stores import LocalStore, ObjectStore
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger("egresswatch.sinking")
-TopicPartition = tuple[str, int]
 
 
 class AckLedger:

@@ -11,7 +11,7 @@ from typing import Final
 from pipeline.probe.breaker import BreakerConfig, BreakerStateName, CircuitBreaker
 from pipeline.schema import SEVERITIES, Severity
 from sinks.batcher import BatchLimits, TopicPartition
-from sinks.keys import hour_folder
+from sinks.keys import check_prefix
 from sinks.records import DEFAULT_MIN_SEVERITY
 
 __all__ = [
@@ -63,7 +63,7 @@ class SinkConfig:
     def __post_init__(self) -> None:
         if self.min_severity not in SEVERITIES:
             raise ValueError(f"min_severity must be one of {SEVERITIES}: {self.min_severity!r}")
-        hour_folder(self.prefix, "events", "x", 0)  # raises InvalidKey for a bad prefix
+        check_prefix(self.prefix)  # raises InvalidKey
         if self.put_attempts < 1 or self.drain_limit < 1 or self.retry_backoff_s < 0:
             raise ValueError("put_attempts and drain_limit >= 1, retry_backoff_s >= 0")
         if not 0.0 <= self.spool_low_water <= self.spool_high_water <= 1.0:

@@ -32,9 +32,11 @@ from typing import Final, Literal
 from sinks.errors import InvalidKey
 
 __all__ = [
+    "END_OF_9999",
     "KINDS",
     "Kind",
     "ObjectKey",
+    "check_prefix",
     "escape_service",
     "hour_folder",
     "hour_of",
@@ -52,7 +54,7 @@ _ESCAPED_RE: Final = re.compile(r"(?:[A-Za-z0-9._-]|%[0-9A-F]{2})+")
 _DATE_RE: Final = re.compile(r"date=(\d{4})-(\d{2})-(\d{2})")
 _HOUR_RE: Final = re.compile(r"hour=(\d{2})")
 _FILE_RE: Final = re.compile(r"([A-Za-z0-9._-]{1,249})\+(0|[1-9]\d*)\+(0|[1-9]\d*)\.jsonl(\.gz)?")
-_END_OF_9999: Final = 253_402_300_800  # 10000-01-01T00:00:00Z: dates keep four digits
+END_OF_9999: Final = 253_402_300_800  # 10000-01-01T00:00:00Z: dates keep four digits
 
 
 def escape_service(service: str) -> str:
@@ -89,7 +91,7 @@ def hour_of(at: float) -> int:
     return int(at // 3600) * 3600
 
 
-def _check_prefix(prefix: str) -> None:
+def check_prefix(prefix: str) -> None:
     if prefix and not all(
         _PREFIX_SEGMENT_RE.fullmatch(part) and part not in (".", "..") for part in prefix.split("/")
     ):
@@ -98,10 +100,10 @@ def _check_prefix(prefix: str) -> None:
 
 def hour_folder(prefix: str, kind: Kind, service: str, hour: int) -> str:
     """``<prefix>/<kind>/service=<s>/date=<d>/hour=<h>/``: the listing prefix of one hour."""
-    _check_prefix(prefix)
+    check_prefix(prefix)
     if kind not in KINDS:
         raise InvalidKey(f"kind must be one of {KINDS}: {kind!r}")
-    if hour % 3600 or not 0 <= hour < _END_OF_9999:
+    if hour % 3600 or not 0 <= hour < END_OF_9999:
         raise InvalidKey(f"hour must start an hour of years 1970..9999 in epoch seconds: {hour}")
     moment = datetime.fromtimestamp(hour, UTC)
     head = f"{prefix}/" if prefix else ""

@@ -49,7 +49,15 @@ from fsspec import AbstractFileSystem
 
 from pipeline.schema import ProbeEvent, encode_event, event_from_dict
 from sinks.errors import InvalidKey, NoSuchObject, SinkError, SinkRejected, SinkUnavailable
-from sinks.keys import escape_service, hour_folder, hour_of, parse_key, unescape_service
+from sinks.keys import (
+    END_OF_9999,
+    check_prefix,
+    escape_service,
+    hour_folder,
+    hour_of,
+    parse_key,
+    unescape_service,
+)
 
 __all__ = [
     "EVENT_SCHEMA",
@@ -68,7 +76,6 @@ __all__ = [
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
-_END_OF_9999: Final = 253_402_300_800.0  # the key convention's last instant (sinks.keys)
 DAY: Final = 86_400
 
 
@@ -176,7 +183,7 @@ class ReplaySource:
         errors: Callable[[str], AbstractContextManager[None]] = _map_local_errors,
         name: str | None = None,
     ) -> None:
-        hour_folder(prefix, "events", "x", 0)  # raises InvalidKey for a bad prefix
+        check_prefix(prefix)  # raises InvalidKey
         self.fs = fs
         self.root = root.rstrip("/")
         self.prefix = prefix
@@ -333,7 +340,7 @@ def parse_instant(text: str) -> datetime:
     except ValueError:
         pass
     else:
-        if seconds != seconds or not 0 <= seconds < _END_OF_9999:
+        if seconds != seconds or not 0 <= seconds < END_OF_9999:
             raise InvalidRange(f"epoch seconds out of range: {text!r}")
         return datetime.fromtimestamp(seconds, UTC)
     try:
@@ -351,7 +358,7 @@ def _seconds(name: str, value: datetime | float) -> float:
             raise InvalidRange(f"{name} has no time zone: {value.isoformat()} (use UTC)")
         value = value.timestamp()
     seconds = float(value)
-    if not 0 <= seconds < _END_OF_9999:
+    if not 0 <= seconds < END_OF_9999:
         raise InvalidRange(f"{name} out of range: {seconds}")
     return seconds
 

@@ -26,6 +26,7 @@ failures, redeliveries (:meth:`SinkWriter.stats`). Nothing is ever dropped.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import deque
@@ -177,10 +178,10 @@ class SinkWriter:
         drained = 0
         async with self._drain_lock:
             while limit is None or drained < limit:
-                entry = await asyncio.to_thread(self.spool.head)
-                if entry is None:
+                head = await asyncio.to_thread(self._spool_head)
+                if head is None:
                     break
-                if not await self._upload_entry(entry):
+                if not await self._upload_entry(*head):
                     break
                 await asyncio.to_thread(self.spool.pop)
                 self._drain_stored.clear()
@@ -315,11 +316,20 @@ class SinkWriter:
         result.spooled += 1
         return True
 
-    async def _upload_entry(self, entry: SpoolEntry) -> bool:
-        for key, data in entry.objects:
+    def _spool_head(self) -> tuple[SpoolEntry, list[bytes]] | None:
+        """The oldest spooled batch and its objects' MD5s, both taken off the event loop."""
+        entry = self.spool.head()
+        if entry is None:
+            return None
+        return entry, [
+            hashlib.md5(data, usedforsecurity=False).digest() for _, data in entry.objects
+        ]
+
+    async def _upload_entry(self, entry: SpoolEntry, md5s: list[bytes]) -> bool:
+        for (key, data), md5 in zip(entry.objects, md5s, strict=True):
             if key in self._drain_stored:
                 continue
-            if not await self._put(key, data):
+            if not await self._put(key, data, md5):
                 return False
             self._drain_stored.add(key)
             self._n.drained_objects += 1

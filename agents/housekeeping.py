@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Set
-from dataclasses import dataclass
 
 from agents.follower import ChangelogFollower
 from agents.ingest import split_cell_key
@@ -25,17 +24,9 @@ from tables.alerting import AlertEngine, AlertRecord
 from tables.query import SummaryView, WindowStats
 from tables.windows import VIEWS, Watermark, is_expired
 
-__all__ = ["Housekeeper", "TickReport"]
+__all__ = ["Housekeeper"]
 
 _log = logging.getLogger("egresswatch.housekeeping")
-
-
-@dataclass(frozen=True)
-class TickReport:
-    stream_time: float | None
-    expired_local: int
-    expired_view: int
-    alerts: list[AlertRecord]
 
 
 class Housekeeper:

@@ -23,7 +23,7 @@ from pipeline.app import EgressApp
 from pipeline.validation import EventValidator
 from sinks import SinkWriter
 from sinks.metrics import SinkCollector
-from tables.alerting import AlertEngine, AlertRecord, InvalidAlert, decode_alert, encode_alert
+from tables.alerting import AlertEngine, InvalidAlert, decode_alert, encode_alert
 from tables.metrics import EgressMetrics
 from tables.query import SummaryView
 from tables.resilience import resilience_state
@@ -63,11 +63,15 @@ class Runtime:
         self.stopping = True
         self.cell_writer.flush()
         await self.sink.flush_all()
-        await self.ledger.release(self.cell_writer.ackable(self.sink.durable_offsets()))
+        await self.release_durable()
         app: Any = self.ctx.app
         await app.commit(app.consumer.assignment())
 
     tombstones_sent: int = 0
+
+    async def release_durable(self) -> None:
+        """Ack every held record whose cells are written and whose critical events are durable."""
+        await self.ledger.release(self.cell_writer.ackable(self.sink.durable_offsets()))
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -86,19 +90,13 @@ class Runtime:
             reasons.append("tables: window view not recovered from the changelog yet")
         return reasons
 
-    def pipeline_stats(self) -> dict[str, int]:
-        return self.stats()
-
     def resilience_state(self) -> dict[str, Any]:
         return {
             "upstreams": resilience_state(self.view),
             "pipeline": {"view": self.view.counters(), "sink": sink_state(self.sink)},
         }
 
-    def firing_alerts(self) -> list[AlertRecord]:
-        return self.engine.firing()
-
-    def stats(self) -> dict[str, int]:
+    def pipeline_stats(self) -> dict[str, int]:
         """Pipeline figures for health and tests: what this worker holds and has done."""
         return {
             "records": self.processor.records,
@@ -160,9 +158,6 @@ def register(runtime: Runtime) -> None:
     ledger = runtime.ledger
     cell_writer = runtime.cell_writer
 
-    async def release_durable() -> None:
-        await ledger.release(cell_writer.ackable(writer.durable_offsets()))
-
     @app.agent(ctx.probe_topic, name="egresswatch.ingest")
     async def ingest(stream: Any) -> AsyncIterator[None]:
         # noack: a record is acked (and its offset committed) only once its critical
@@ -173,7 +168,7 @@ def register(runtime: Runtime) -> None:
             if writer.backpressure:
                 await writer.wait_writable()  # stop consuming until the spool drains
                 cell_writer.flush()
-                await release_durable()
+                await runtime.release_durable()
             message = event.message
             result = processor.process(
                 message.value,
@@ -210,7 +205,7 @@ def register(runtime: Runtime) -> None:
     @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def sink_tick() -> None:
         await writer.tick()
-        await release_durable()
+        await runtime.release_durable()
 
     @app.task  # type: ignore[untyped-decorator]
     async def create_bucket() -> None:
@@ -222,7 +217,7 @@ def register(runtime: Runtime) -> None:
         # Make what we hold durable and ack it before the new owner starts from the commit.
         cell_writer.flush()
         await writer.flush_partitions(tps)
-        await release_durable()
+        await runtime.release_durable()
         writer.discard(tps)
         ledger.forget(tps)
         cell_writer.forget(tps)

@@ -10,7 +10,6 @@ from typing import Any, Protocol
 
 from prometheus_client.registry import CollectorRegistry
 
-from tables.alerting import AlertRecord
 from tables.query import SummaryView
 
 __all__ = ["Backend"]
@@ -34,6 +33,3 @@ class Backend(Protocol):
     def resilience_state(self) -> dict[str, Any]:
         """Breakers per (service, upstream) as the probes report them, plus the pipeline's own
         protections (sink breaker, spool fill). Shape documented in docs/api.md."""
-
-    def firing_alerts(self) -> list[AlertRecord]:
-        """Alerts currently firing on this worker's targets."""

@@ -113,9 +113,6 @@ class _Backend:
     def resilience_state(self) -> dict[str, Any]:
         return {"upstreams": [], "pipeline": {}}
 
-    def firing_alerts(self) -> list[Any]:
-        return []
-
 
 UPSERTS_PER_S = 500
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["SettingsError", "WorkerSettings"]
@@ -67,7 +67,6 @@ class WorkerSettings:
     api_max_clients: int = 10_000
     api_trusted_proxies: str | None = None
     api_timeout_s: float = 5.0
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.probe_partitions < 1:
@@ -91,14 +90,11 @@ class WorkerSettings:
         values: dict[str, object] = {}
         for spec in dataclasses.fields(cls):
             raw = env.get(f"EGRESSWATCH_{spec.name.upper()}")
-            if raw is None or spec.name == "extra":
+            if raw is None:
                 continue
             values[spec.name] = _parse(spec.name, str(spec.type), raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
-
-    def with_overrides(self, **overrides: object) -> WorkerSettings:
-        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 
 
 def _parse(name: str, type_name: str, raw: str) -> object:

@@ -9,7 +9,6 @@ from prometheus_client import CollectorRegistry, Counter
 
 from pipeline.schema import ProbeEvent
 from tables.aggregate import aggregate_events
-from tables.alerting import AlertRecord
 from tables.query import SummaryView
 from tests.tables.factory import T0, make_event
 
@@ -110,7 +109,6 @@ class FakeBackend:
     reasons: list[str] = field(default_factory=list)
     resilience: dict[str, Any] = field(default_factory=lambda: RESILIENCE)
     stats: dict[str, int] = field(default_factory=lambda: {"records": 7, "dead_letters": 1})
-    alerts: list[AlertRecord] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         Counter(
@@ -125,6 +123,3 @@ class FakeBackend:
 
     def resilience_state(self) -> dict[str, Any]:
         return self.resilience
-
-    def firing_alerts(self) -> list[AlertRecord]:
-        return list(self.alerts)

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple, Protocol
 
+from tables.query import ALL
 from tables.slo_rules import BurnWindow, Kind, SloRule, budget, decimal_clean
 
 __all__ = [
@@ -41,7 +42,7 @@ __all__ = [
     "watches",
 ]
 
-ROLLUP: Final = "*"
+ROLLUP: Final = ALL  # the route and method of a whole-service rollup (tables.query)
 """The route and method of a per-service rollup."""
 MAX_EXAMPLES: Final = 5
 """At most this many example trace ids travel on an alert."""

@@ -22,7 +22,10 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
+
+from pipeline.schema import Method
+from tables.windows import VIEWS as WINDOW_VIEWS
 
 __all__ = [
     "DEFAULT_RULES_FILE",
@@ -53,11 +56,10 @@ KINDS: Final[tuple[str, ...]] = ("latency_p99", "error_rate", "timeout_rate")
 Severity = Literal["page", "ticket"]
 SEVERITIES: Final[tuple[str, ...]] = ("page", "ticket")
 View = Literal["10s", "1m", "5m"]
-VIEW_SECONDS: Final[Mapping[str, int]] = {"10s": 10, "1m": 60, "5m": 300}
+VIEW_SECONDS: Final[Mapping[str, int]] = WINDOW_VIEWS  # the views tables.windows serves
 VIEWS: Final[tuple[str, ...]] = tuple(VIEW_SECONDS)
-_METHODS: Final = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
-)
+# A rule names a real method; OTHER (extension methods folded by the probe) is not one.
+_METHODS: Final = frozenset(get_args(Method)) - {"OTHER"}
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _RULE_KEYS: Final = frozenset(
     {

@@ -34,6 +34,9 @@ import msgspec
 from pipeline.probe.tracecontext import new_span_id, new_trace_id
 from pipeline.schema import SEVERITIES, ProbeEvent, Severity, encode_event
 from tables.alerting import AlertRecord, encode_alert
+from tables.slo import (
+    ROLLUP,  # an alert's route for a whole-service rollup: matches every route filter
+)
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -56,8 +59,6 @@ PROTOCOL_VERSION: Final = 1
 SEVERITY_RANK: Final[dict[str, int]] = {name: rank for rank, name in enumerate(SEVERITIES)}
 ALERT_RANK: Final = -1
 """Alerts pass every ``min_severity`` (they are never noise); service and route still apply."""
-ROLLUP: Final = "*"
-"""An alert's route for a whole-service rollup: it matches every route filter."""
 MAX_CLIENT_MESSAGE_BYTES: Final = 4096
 
 _encoder = msgspec.json.Encoder()

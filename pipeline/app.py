@@ -15,13 +15,13 @@ docs/architecture.md and the measured findings in infra notes):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import faust
 
 from pipeline.settings import WorkerSettings
-from pipeline.topics import TopicSpec
+from pipeline.topics import ALERTS_SPEC, DEAD_LETTER_SPEC, PROBE_EVENTS_SPEC, TopicSpec
 
 __all__ = ["CELLS_TABLE", "EgressApp", "changelog_topic", "create_app", "topic_specs"]
 
@@ -45,17 +45,12 @@ class EgressApp:
 
 
 def topic_specs(settings: WorkerSettings) -> list[TopicSpec]:
-    """Source and output topics, created up front (auto-creation is off on purpose)."""
-    day_ms = 24 * 3_600_000
+    """Source and output topics, created up front (auto-creation is off on purpose): the
+    default specs of :mod:`pipeline.topics` under this worker's names and partition count."""
     return [
-        TopicSpec(
-            name=settings.probe_topic,
-            partitions=settings.probe_partitions,
-            retention_ms=day_ms,
-            config={"max.message.bytes": str(8 * 1024 * 1024)},
-        ),
-        TopicSpec(name=settings.dead_letter_topic, partitions=1, retention_ms=7 * day_ms),
-        TopicSpec(name=settings.alerts_topic, partitions=1, retention_ms=7 * day_ms),
+        replace(PROBE_EVENTS_SPEC, name=settings.probe_topic, partitions=settings.probe_partitions),
+        replace(DEAD_LETTER_SPEC, name=settings.dead_letter_topic),
+        replace(ALERTS_SPEC, name=settings.alerts_topic),
         # Created here rather than by Faust: workers starting together otherwise race on
         # its metadata and one crashes with "changelog topic has 0 partitions".
         TopicSpec(

@@ -25,6 +25,7 @@ import httpx
 from pipeline.envelope import InvalidEnvelope, decode_batch
 from pipeline.probe import ProbeConfig, ProbeTransport, RetryConfig, Timeouts
 from pipeline.probe.emitter import KafkaEmitter
+from pipeline.topics import PROBE_EVENTS_TOPIC
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICE = "checkout"
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     state = REPO / "var" / "demo"
     api = f"http://127.0.0.1:{args.http_port}"
     upstream = f"http://127.0.0.1:{args.upstream_port}"
-    topic = "egresswatch.probe-events.v1"
+    topic = PROBE_EVENTS_TOPIC
     print(f"demo: Kafka at {bootstrap}")
     sink_env = _rgw_up() if args.rgw else {"EGRESSWATCH_SINK_LOCAL_ROOT": str(state / "sink")}
     worker_env = {

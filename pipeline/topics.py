@@ -86,7 +86,14 @@ PROBE_EVENTS_TOPIC: Final = "egresswatch.probe-events.v1"
 DEAD_LETTER_TOPIC: Final = "egresswatch.dead-letters.v1"
 ALERTS_TOPIC: Final = "egresswatch.alerts.v1"
 
-PROBE_EVENTS_SPEC: Final = TopicSpec(PROBE_EVENTS_TOPIC, partitions=8, retention_ms=24 * HOUR_MS)
+# A batch envelope record is up to 512 KiB by default (KafkaEmitter.max_record_bytes); the
+# topic takes up to 8 MiB so that a larger setting is not refused by the broker.
+PROBE_EVENTS_SPEC: Final = TopicSpec(
+    PROBE_EVENTS_TOPIC,
+    partitions=8,
+    retention_ms=24 * HOUR_MS,
+    config={"max.message.bytes": str(8 * 1024 * 1024)},
+)
 DEAD_LETTER_SPEC: Final = TopicSpec(DEAD_LETTER_TOPIC, partitions=1, retention_ms=7 * DAY_MS)
 ALERTS_SPEC: Final = TopicSpec(ALERTS_TOPIC, partitions=1, retention_ms=7 * DAY_MS)
 

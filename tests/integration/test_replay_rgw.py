@@ -37,8 +37,9 @@ pytestmark = pytest.mark.integration
 TOPIC = "egresswatch.probe-events.v1"
 CLI = [sys.executable, "-m", "pipeline.cli", "replay"]
 DAY = 86_400
-# Damaged objects, in hours no range below reaches (the data spans T0 - 1 day .. T0 + 1 day).
-FAR = (T0 - 3 * DAY, T0 + 3 * DAY)
+# Damaged objects, in hours no range below reaches: the data spans T0 - 1 day .. T0 + 1 day,
+# and the property test's ranges T0 - 1.2 days .. T0 + 3.7 days (since + the widest width).
+FAR = (T0 - 3 * DAY, T0 + 5 * DAY)
 
 
 def model(events: list[ProbeEvent], service: str, since: float, until: float):

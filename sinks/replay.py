@@ -213,24 +213,17 @@ class ReplaySource:
     ) -> ReplaySource:
         """A bucket on S3 / Ceph RGW through s3fs (path-style), bounded timeouts and tries:
         an endpoint that refuses connections fails in about a second."""
-        import s3fs
+        from sinks.s3 import map_s3_errors, s3_filesystem
 
-        from sinks.s3 import map_s3_errors
-
-        fs = s3fs.S3FileSystem(
-            key=access_key,
-            secret=secret_key,
-            endpoint_url=endpoint_url,
-            skip_instance_cache=True,
-            use_listings_cache=False,
-            config_kwargs={
-                "connect_timeout": connect_timeout_s,
-                "read_timeout": read_timeout_s,
-                "retries": {"total_max_attempts": attempts, "mode": "standard"},
-                "s3": {"addressing_style": "path"},
-            },
+        fs = s3_filesystem(
+            endpoint_url,
+            access_key,
+            secret_key,
+            asynchronous=False,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            attempts=attempts,
         )
-        fs.retries = 1  # botocore's bounded retries above are the only ones
         name = f"s3://{bucket} at {endpoint_url}"
         return cls(fs, bucket, prefix=prefix, errors=map_s3_errors, name=name)
 

@@ -25,7 +25,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 import aiohttp
@@ -40,7 +40,7 @@ from sinks.errors import (
     SinkUnavailable,
 )
 
-__all__ = ["MAX_PUT_BYTES", "S3Store", "map_s3_errors"]
+__all__ = ["MAX_PUT_BYTES", "S3Store", "map_s3_errors", "s3_filesystem"]
 
 MAX_PUT_BYTES: Final = 64 * 2**20
 _DIGEST_CODES: Final = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
@@ -89,6 +89,41 @@ def map_s3_errors(what: str) -> Iterator[None]:
         raise _classify(what, exc) from exc
 
 
+def s3_filesystem(
+    endpoint_url: str,
+    access_key: str,
+    secret_key: str,
+    *,
+    asynchronous: bool,
+    connect_timeout_s: float,
+    read_timeout_s: float,
+    attempts: int,
+    region: str | None = None,
+    extra_config: Mapping[str, Any] | None = None,
+) -> s3fs.S3FileSystem:
+    """An ``s3fs.S3FileSystem`` as RGW wants it (path-style addressing), with bounded timeouts
+    and tries: botocore makes ``attempts`` tries per request and s3fs adds none of its own.
+    No caches: a fresh instance per caller, listings read anew."""
+    fs = s3fs.S3FileSystem(
+        key=access_key,
+        secret=secret_key,
+        endpoint_url=endpoint_url,
+        asynchronous=asynchronous,
+        skip_instance_cache=True,
+        use_listings_cache=False,
+        client_kwargs={"region_name": region} if region is not None else {},
+        config_kwargs={
+            "connect_timeout": connect_timeout_s,
+            "read_timeout": read_timeout_s,
+            "retries": {"total_max_attempts": attempts, "mode": "standard"},
+            "s3": {"addressing_style": "path"},
+            **(extra_config or {}),
+        },
+    )
+    fs.retries = 1
+    return fs
+
+
 class S3Store:
     """An :class:`~sinks.stores.ObjectStore` on one bucket. Build it with :meth:`open`."""
 
@@ -115,24 +150,21 @@ class S3Store:
         create_bucket: bool = True,
     ) -> S3Store:
         """Connect (path-style addressing, as RGW wants) and create the bucket if asked."""
-        fs = s3fs.S3FileSystem(
-            key=access_key,
-            secret=secret_key,
-            endpoint_url=endpoint_url,
+        # One try per request: the writer retries, counts and spools.
+        fs = s3_filesystem(
+            endpoint_url,
+            access_key,
+            secret_key,
             asynchronous=True,
-            skip_instance_cache=True,
-            use_listings_cache=False,
-            client_kwargs={"region_name": region},
-            config_kwargs={
-                "connect_timeout": connect_timeout_s,
-                "read_timeout": read_timeout_s,
-                "retries": {"total_max_attempts": 1, "mode": "standard"},
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            attempts=1,
+            region=region,
+            extra_config={
                 "request_checksum_calculation": "when_required",
                 "response_checksum_validation": "when_required",
-                "s3": {"addressing_style": "path"},
             },
         )
-        fs.retries = 1  # one try per request: the writer retries, counts and spools
         with map_s3_errors(endpoint_url):
             client = await fs.set_session()
         store = cls(fs, bucket, client=client, put_timeout_s=put_timeout_s)

@@ -90,9 +90,9 @@ class Runtime:
             reasons.append("tables: window view not recovered from the changelog yet")
         return reasons
 
-    def resilience_state(self) -> dict[str, Any]:
+    def resilience_state(self, service: str | None = None) -> dict[str, Any]:
         return {
-            "upstreams": resilience_state(self.view),
+            "upstreams": resilience_state(self.view, service=service),  # sorted
             "pipeline": {"view": self.view.counters(), "sink": sink_state(self.sink)},
         }
 

@@ -30,6 +30,7 @@ class Backend(Protocol):
     def pipeline_stats(self) -> dict[str, Any]:
         """Counters of this worker's pipeline (records, dead letters, cells, alerts, ...)."""
 
-    def resilience_state(self) -> dict[str, Any]:
-        """Breakers per (service, upstream) as the probes report them, plus the pipeline's own
-        protections (sink breaker, spool fill). Shape documented in docs/api.md."""
+    def resilience_state(self, service: str | None = None) -> dict[str, Any]:
+        """Breakers per (service, upstream) as the probes report them, sorted by (service,
+        upstream), of ``service`` only if given, plus the pipeline's own protections (sink
+        breaker, spool fill). Shape documented in docs/api.md."""

@@ -110,7 +110,7 @@ class _Backend:
     def pipeline_stats(self) -> dict[str, Any]:
         return {"cells_view": len(self.view)}
 
-    def resilience_state(self) -> dict[str, Any]:
+    def resilience_state(self, service: str | None = None) -> dict[str, Any]:
         return {"upstreams": [], "pipeline": {}}
 
 

@@ -15,7 +15,7 @@ service's upstreams; anything else in the query is 422.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,23 +30,11 @@ __all__ = ["routes"]
 _PARAMS: Final = frozenset({"service"})
 
 
-def _sort_key(upstream: dict[str, Any]) -> tuple[str, str]:
-    return str(upstream.get("service", "")), str(upstream.get("upstream", ""))
-
-
 def routes(backend: Backend) -> list[BaseRoute]:
     async def state(request: Request) -> Response:
         params = check_params(request.query_params, _PARAMS)
         service = text_param(params, "service", max_length=64)
-        current = backend.resilience_state()
-        upstreams = [
-            u
-            for u in current.get("upstreams", ())
-            if service is None or u.get("service") == service
-        ]
-        upstreams.sort(key=_sort_key)
-        return json_response(
-            {**current, "upstreams": upstreams, "pipeline": current.get("pipeline", {})}
-        )
+        current = backend.resilience_state(service=service)
+        return json_response({"upstreams": [], "pipeline": {}, **current})
 
     return versioned("/resilience/state", state, name="resilience_state")

@@ -121,5 +121,11 @@ class FakeBackend:
     def pipeline_stats(self) -> dict[str, Any]:
         return dict(self.stats)
 
-    def resilience_state(self) -> dict[str, Any]:
-        return self.resilience
+    def resilience_state(self, service: str | None = None) -> dict[str, Any]:
+        upstreams = [
+            u
+            for u in self.resilience.get("upstreams", ())
+            if service is None or u.get("service") == service
+        ]
+        upstreams.sort(key=lambda u: (str(u.get("service", "")), str(u.get("upstream", ""))))
+        return {**self.resilience, "upstreams": upstreams}

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 from agents.deadletter import encode_dead_letter
 from pipeline.envelope import DecodedBatch, InvalidEnvelope, decode_batch
-from pipeline.schema import ProbeEvent, table_key
+from pipeline.schema import ProbeEvent
 from pipeline.validation import EventValidator
-from tables.aggregate import WindowAggregate
+from tables.aggregate import WindowAggregate, aggregate_events
 from tables.metrics import EgressMetrics
-from tables.windows import RETENTION_S, Watermark, bucket_start, is_expired, is_late
+from tables.windows import RETENTION_S, Watermark, bucket_start, is_expired
 
 __all__ = ["IngestProcessor", "IngestResult", "cell_key", "split_cell_key"]
 
@@ -99,10 +99,9 @@ class IngestProcessor:
         # Lateness is judged against the watermark *before* this record: events of one batch
         # span its flush interval and are not late relative to each other.
         partition_mark = watermark.partition_time(partition)
-        for event in batch.valid:
-            watermark.observe(partition, event.started_at)
+        if batch.valid:
+            watermark.observe(partition, max(event.started_at for event in batch.valid))
         stream_time = watermark.stream_time()
-        cells = result.cells
         for index, event, received in zip(
             _envelope_positions(batch), batch.valid, batch.valid_raw, strict=True
         ):
@@ -122,17 +121,13 @@ class IngestProcessor:
                 )
                 result.late += 1
                 continue
-            late = partition_mark is not None and is_late(event.started_at, partition_mark)
-            if late:
-                result.late += 1
-                self.metrics.inc_late(event.service)
-            key = table_key(event)
-            cell = cells.get((key, bucket))
-            if cell is None:
-                cell = cells[(key, bucket)] = WindowAggregate(key, bucket)
-            cell.add(event, late=late)
             result.events.append(event)
             result.lines.append(received)
+        result.cells = aggregate_events(result.events, watermark=partition_mark)
+        for cell in result.cells.values():
+            if cell.late_events:
+                result.late += cell.late_events
+                self.metrics.inc_late(cell.key.partition("|")[0], cell.late_events)
         result.valid = len(result.events)
         self.metrics.observe_many(result.events)
         return result

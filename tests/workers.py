@@ -135,17 +135,17 @@ def start_worker(
         "--app-id",
         app_id,
     ]
+    return _spawn(args, env, log, port)
+
+
+def restart(worker: Worker) -> Worker:
+    """Start the same worker again (same app id, port and data dir)."""
+    return _spawn(worker.args, worker.env, worker.log, worker.port)
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path, port: int) -> Worker:
     with open(log, "ab") as out:
         proc = subprocess.Popen(  # noqa: S603 - our own CLI
             args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
         )
     return Worker(proc, port, log, args, env)
-
-
-def restart(worker: Worker) -> Worker:
-    """Start the same worker again (same app id, port and data dir)."""
-    with open(worker.log, "ab") as out:
-        proc = subprocess.Popen(  # noqa: S603 - our own CLI
-            worker.args, cwd=REPO, env=worker.env, stdout=out, stderr=subprocess.STDOUT
-        )
-    return Worker(proc, worker.port, worker.log, worker.args, worker.env)

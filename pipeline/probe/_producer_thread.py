@@ -40,11 +40,11 @@ from aiokafka.errors import (
     RecordTooLargeError,
 )
 
-from pipeline.envelope import encode_batch
+from pipeline.envelope import encode_batch_of
 from pipeline.logs import log_fields
 from pipeline.partitioning import key_bytes, partition_for_key
-from pipeline.probe._record import Record, wire
-from pipeline.schema import ProbeEvent, encode_event, table_key
+from pipeline.probe._record import Record, wire_event
+from pipeline.schema import ProbeEvent, table_key
 
 __all__ = ["EventSource", "Item", "ProducerConfig", "ProducerThread"]
 
@@ -109,7 +109,6 @@ class ProducerConfig:
 ProducerFactory = Callable[..., Any]
 
 
-_ENVELOPE_BYTES = 512  # room kept in a record for the envelope around its events
 _ACK_POLL_S = 0.05  # how soon a close request is noticed while waiting for acks
 
 # The broker refuses the record itself: sending it again cannot succeed.
@@ -256,16 +255,26 @@ class ProducerThread:
             return
         pending: list[tuple[asyncio.Future[Any], list[Item]]] = []
         outcomes: list[tuple[BaseException, list[Item]]] = []
-        for partition, key, value, chunk in records:
-            try:
-                future = await self._bounded(
-                    producer.send(config.topic, value=value, key=key, partition=partition),
-                    self._cycle_deadline(started) - time.monotonic(),
-                )
-            except Exception as send_error:  # noqa: BLE001 - classified below
-                outcomes.append((send_error, chunk))
-                continue
-            pending.append((future, chunk))
+        # One bound for all the sends (not a wait_for task per record): what it cuts short
+        # counts as timed out, like a record that got no ack.
+        loop = asyncio.get_running_loop()
+        handed = 0
+        try:
+            async with asyncio.timeout_at(
+                loop.time() + self._cycle_deadline(started) - time.monotonic()
+            ):
+                for partition, key, value, chunk in records:
+                    try:
+                        future = await producer.send(
+                            config.topic, value=value, key=key, partition=partition
+                        )
+                    except Exception as send_error:  # noqa: BLE001 - classified below
+                        outcomes.append((send_error, chunk))
+                    else:
+                        pending.append((future, chunk))
+                    handed += 1
+        except TimeoutError as timed_out:
+            outcomes.extend((timed_out, chunk) for *_, chunk in records[handed:])
         await self._await_acks([future for future, _ in pending], started)
         for future, chunk in pending:
             failure = _failure_of(future)
@@ -291,44 +300,73 @@ class ProducerThread:
         raise _SendFailed(f"{len(retry)} events not acknowledged") from first
 
     def _build_records(self, events: list[Item]) -> list[tuple[int, bytes, bytes, list[Item]]]:
-        """Encode events (building those of records), group them by partition, cut groups
-        into records, wrap each in an envelope. A failed record keeps its items as they came.
+        """Build the events (of records), group them by partition, cut the groups into
+        records, wrap each in an envelope. A failed record keeps its items as they came.
+
+        Each record's envelope and events are encoded in one call (the events are not
+        encoded one by one first); a record over ``max_record_bytes`` is cut in halves and
+        encoded again, down to one event (which the broker may then refuse: counted).
         """
-        config = self._config
         num_partitions = self.num_partitions
-        groups: dict[int, list[tuple[str, bytes, Item]]] = {}
+        groups: dict[int, tuple[list[str], list[Any], list[Item]]] = {}
         invalid = 0
         for event in events:
             try:
                 if isinstance(event, tuple):
-                    key, data = wire(event)
+                    key, body = wire_event(event)
                 else:
-                    key = table_key(event)
-                    data = encode_event(event)
+                    key, body = table_key(event), event  # a ProbeEvent encodes as itself
             except Exception:  # noqa: BLE001 - not a ProbeEvent: counted, never sent
                 invalid += 1
                 continue
-            groups.setdefault(partition_for_key(key, num_partitions), []).append((key, data, event))
+            partition = partition_for_key(key, num_partitions)
+            group = groups.get(partition)
+            if group is None:
+                groups[partition] = ([key], [body], [event])
+            else:
+                group[0].append(key)
+                group[1].append(body)
+                group[2].append(event)
         if invalid:
             self._source.record_invalid(invalid)
         records: list[tuple[int, bytes, bytes, list[Item]]] = []
         sent_at = self._clock()
-        for partition, items in groups.items():
-            start = 0
-            while start < len(items):
-                end, size = start, 0
-                while end < len(items) and end - start < config.batch_max_events:
-                    size += len(items[end][1]) + 1
-                    if size > config.max_record_bytes - _ENVELOPE_BYTES and end > start:
-                        break
-                    end += 1
-                chunk = items[start:end]
-                seq = self._seq.get(partition, 0)
-                self._seq[partition] = seq + 1
-                value = encode_batch(config.producer_id, seq, sent_at, [d for _, d, _ in chunk])
-                records.append((partition, key_bytes(chunk[0][0]), value, [e for *_, e in chunk]))
-                start = end
+        step = self._config.batch_max_events
+        for partition, (keys, bodies, items) in groups.items():
+            for start in range(0, len(bodies), step):
+                end = start + step
+                self._add_records(
+                    records,
+                    partition,
+                    keys[start:end],
+                    bodies[start:end],
+                    items[start:end],
+                    sent_at,
+                )
         return records
+
+    def _add_records(
+        self,
+        records: list[tuple[int, bytes, bytes, list[Item]]],
+        partition: int,
+        keys: list[str],
+        bodies: list[Any],
+        items: list[Item],
+        sent_at: float,
+    ) -> None:
+        """Append one record of ``bodies`` to ``records``, or two halves if it is too big.
+        Its Kafka key is its first event's table key."""
+        seq = self._seq.get(partition, 0)
+        value = encode_batch_of(self._config.producer_id, seq, sent_at, bodies)
+        if len(value) > self._config.max_record_bytes and len(bodies) > 1:
+            half = len(bodies) // 2
+            for part in (slice(None, half), slice(half, None)):
+                self._add_records(
+                    records, partition, keys[part], bodies[part], items[part], sent_at
+                )
+            return
+        self._seq[partition] = seq + 1
+        records.append((partition, key_bytes(keys[0]), value, items))
 
     # -- helpers ------------------------------------------------------------------------
 

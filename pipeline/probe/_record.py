@@ -23,7 +23,7 @@ from pipeline.probe._errors import classify_status
 from pipeline.probe.retry import NOTHING_SENT_ERROR_CLASSES
 from pipeline.schema import SLOW_ELAPSED_MS, Method, ProbeEvent, derive_severity
 
-__all__ = ["Record", "RecordContext", "event_values", "materialize", "wire"]
+__all__ = ["Record", "RecordContext", "event_values", "materialize", "wire", "wire_event"]
 
 
 class RecordContext(msgspec.Struct, frozen=True, gc=False):
@@ -200,7 +200,14 @@ assert _WireEvent.__struct_fields__ == ProbeEvent.__struct_fields__, "keep in st
 _encode = msgspec.json.Encoder().encode
 
 
+def wire_event(record: Record) -> tuple[str, msgspec.Struct]:
+    """``(table_key(event), twin)`` of ``record``'s event, without building it: the twin
+    encodes to ``encode_event(event)``, alone or inside an envelope (``encode_batch_of``)."""
+    values = event_values(record)
+    return f"{values[1]}|{values[4]}|{values[5]}", _WireEvent(*values)
+
+
 def wire(record: Record) -> tuple[str, bytes]:
     """``(table_key(event), encode_event(event))`` of ``record``'s event, without building it."""
-    values = event_values(record)
-    return f"{values[1]}|{values[4]}|{values[5]}", _encode(_WireEvent(*values))
+    key, twin = wire_event(record)
+    return key, _encode(twin)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.envelope import InvalidEnvelope, decode_batch, encode_batch
+from pipeline.envelope import InvalidEnvelope, decode_batch, encode_batch, encode_batch_of
 from pipeline.schema import ProbeEvent, encode_event
 from tests.eventgen import make_event
 from tests.strategies import probe_events
@@ -25,6 +25,16 @@ def test_round_trip(events: list[ProbeEvent]) -> None:
     assert decoded.valid == events
     assert decoded.invalid == []
     assert (decoded.producer, decoded.seq) == ("svc@host:1", 7)
+
+
+@given(st.lists(probe_events(), max_size=20), st.integers(0, 2**40), st.floats(0, 2e9))
+def test_encoding_structs_in_one_call_gives_the_same_bytes(
+    events: list[ProbeEvent], seq: int, sent_at: float
+) -> None:
+    raws = [encode_event(e) for e in events]
+    assert encode_batch_of("p@h:1", seq, sent_at, events) == encode_batch(
+        "p@h:1", seq, sent_at, raws
+    )
 
 
 @given(st.lists(probe_events(), min_size=1, max_size=10), st.data())

@@ -16,8 +16,16 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.envelope import encode_batch, encode_batch_of
 from pipeline.probe._errors import classify_status
-from pipeline.probe._record import RecordContext, _WireEvent, event_values, materialize, wire
+from pipeline.probe._record import (
+    RecordContext,
+    _WireEvent,
+    event_values,
+    materialize,
+    wire,
+    wire_event,
+)
 from pipeline.probe.nat import NatMapping
 from pipeline.probe.retry import NOTHING_SENT_ERROR_CLASSES
 from pipeline.probe.sink import MemorySink, record_submitter
@@ -229,6 +237,10 @@ def test_a_record_gives_the_event_the_probe_used_to_build(values: dict[str, Any]
     expected = reference_event(**values)
     assert materialize(record) == expected
     assert wire(record) == (table_key(expected), encode_event(expected))
+    key, twin = wire_event(record)
+    assert key == table_key(expected)
+    in_one_call = encode_batch_of("p@h:1", 3, 1.5, [twin, twin])
+    assert in_one_call == encode_batch("p@h:1", 3, 1.5, [encode_event(expected)] * 2)
 
 
 def test_breaker_open_record_gives_the_former_breaker_open_event() -> None:

@@ -129,6 +129,14 @@ def _failure_of(future: asyncio.Future[Any]) -> BaseException | None:
     return future.exception()
 
 
+def _encodes(body: Any) -> bool:
+    try:
+        encode_batch_of("", 0, 0.0, [body])
+    except Exception:  # noqa: BLE001 - whatever the reason, it cannot be sent
+        return False
+    return True
+
+
 class _SendFailed(Exception):
     """A cycle's send failed or timed out; its events were re-queued (or counted as dropped)."""
 
@@ -307,26 +315,40 @@ class ProducerThread:
         encoded one by one first); a record over ``max_record_bytes`` is cut in halves and
         encoded again, down to one event (which the broker may then refuse: counted).
         """
-        num_partitions = self.num_partitions
-        groups: dict[int, tuple[list[str], list[Any], list[Item]]] = {}
+        # Grouped by table key first (a dict lookup per event; the partition is then
+        # computed once per key), then the keys of one partition joined: each key's events
+        # keep their order, which is all Kafka's per-partition order is used for.
+        by_key: dict[str, tuple[list[Any], list[Item]]] = {}
         invalid = 0
         for event in events:
             try:
+                body: Any
                 if isinstance(event, tuple):
                     key, body = wire_event(event)
-                else:
+                elif isinstance(event, ProbeEvent):
                     key, body = table_key(event), event  # a ProbeEvent encodes as itself
+                else:
+                    raise TypeError(f"not a probe event: {type(event).__name__}")
             except Exception:  # noqa: BLE001 - not a ProbeEvent: counted, never sent
                 invalid += 1
                 continue
-            partition = partition_for_key(key, num_partitions)
-            group = groups.get(partition)
+            group = by_key.get(key)
             if group is None:
-                groups[partition] = ([key], [body], [event])
+                by_key[key] = ([body], [event])
             else:
-                group[0].append(key)
-                group[1].append(body)
-                group[2].append(event)
+                group[0].append(body)
+                group[1].append(event)
+        num_partitions = self.num_partitions
+        groups: dict[int, tuple[list[str], list[Any], list[Item]]] = {}
+        for key, (bodies, items) in by_key.items():
+            partition = partition_for_key(key, num_partitions)
+            joined = groups.get(partition)
+            if joined is None:
+                groups[partition] = ([key] * len(bodies), bodies, items)
+            else:
+                joined[0].extend([key] * len(bodies))
+                joined[1].extend(bodies)
+                joined[2].extend(items)
         if invalid:
             self._source.record_invalid(invalid)
         records: list[tuple[int, bytes, bytes, list[Item]]] = []
@@ -357,7 +379,21 @@ class ProducerThread:
         """Append one record of ``bodies`` to ``records``, or two halves if it is too big.
         Its Kafka key is its first event's table key."""
         seq = self._seq.get(partition, 0)
-        value = encode_batch_of(self._config.producer_id, seq, sent_at, bodies)
+        try:
+            value = encode_batch_of(self._config.producer_id, seq, sent_at, bodies)
+        except Exception:  # noqa: BLE001 - a record with a value JSON cannot hold
+            good = [i for i, body in enumerate(bodies) if _encodes(body)]
+            self._source.record_invalid(len(bodies) - len(good))
+            if good:
+                self._add_records(
+                    records,
+                    partition,
+                    [keys[i] for i in good],
+                    [bodies[i] for i in good],
+                    [items[i] for i in good],
+                    sent_at,
+                )
+            return
         if len(value) > self._config.max_record_bytes and len(bodies) > 1:
             half = len(bodies) // 2
             for part in (slice(None, half), slice(half, None)):

@@ -19,7 +19,6 @@ from typing import Any, Final, get_args
 
 import msgspec
 
-from pipeline.probe._errors import classify_status
 from pipeline.probe.retry import NOTHING_SENT_ERROR_CLASSES
 from pipeline.schema import SLOW_ELAPSED_MS, Method, ProbeEvent, derive_severity
 
@@ -69,87 +68,7 @@ _NOTHING_SENT: Final = NOTHING_SENT_ERROR_CLASSES | {"pool_timeout", "tls_error"
 
 def event_values(record: Record) -> tuple[Any, ...]:
     """The event's field values, in :class:`ProbeEvent`'s field order, from ``record``."""
-    (
-        ctx,
-        started_at,
-        t0,
-        t_headers,
-        t_end,
-        method,
-        route,
-        upstream,
-        outcome,
-        error_class,
-        trace_id,
-        request_id,
-        logical_id,
-        attempt,
-        status,
-        declared,
-        received,
-        body_complete,
-        internal_ip,
-        breaker_state,
-        pool_wait_ms,
-        connect_s,
-        tls_s,
-    ) = record
-    if status is not None and not 100 <= status <= 599:
-        status = None
-        if outcome is None:
-            outcome, error_class = "protocol_error", "remote_protocol_error"
-    elif outcome is None:
-        if status is None:
-            outcome, error_class = "protocol_error", "remote_protocol_error"
-        else:
-            outcome, error_class = classify_status(status)
-    elapsed_s = t_end - t0
-    elapsed_ms = elapsed_s * 1000.0
-    if (
-        outcome == "ok"
-        and attempt <= 1
-        and body_complete
-        and elapsed_ms < SLOW_ELAPSED_MS
-        and (status is None or status < 400)
-    ):
-        severity = "info"  # what derive_severity gives here, without its keyword call
-    else:
-        severity = derive_severity(
-            outcome=outcome,
-            status_code=status,
-            elapsed_ms=elapsed_ms,
-            attempt=attempt,
-            body_complete=body_complete,
-        )
-    label = _METHOD_LABELS.get(method)
-    return (
-        1,
-        ctx.service,
-        started_at,
-        elapsed_ms,
-        label if label is not None else _method_label(method),
-        route,
-        upstream,
-        outcome,
-        severity,
-        trace_id,
-        request_id,
-        logical_id,
-        attempt,
-        status,
-        0 if error_class in _NOTHING_SENT else declared,
-        received,
-        body_complete,
-        error_class,
-        internal_ip,
-        ctx.nat.external_ip(internal_ip, upstream),
-        breaker_state,
-        pool_wait_ms,
-        connect_s * 1000.0 if connect_s is not None else None,
-        tls_s * 1000.0 if tls_s is not None else None,
-        (t_headers - t0) * 1000.0 if t_headers else None,
-        max(0.0, elapsed_s - (t_headers - t0)) * 1000.0 if t_headers else None,
-    )
+    return msgspec.structs.astuple(wire_event(record)[1])
 
 
 _FIELDS: Final = ProbeEvent.__struct_fields__
@@ -200,11 +119,109 @@ assert _WireEvent.__struct_fields__ == ProbeEvent.__struct_fields__, "keep in st
 _encode = msgspec.json.Encoder().encode
 
 
-def wire_event(record: Record) -> tuple[str, msgspec.Struct]:
+def wire_event(record: Record) -> tuple[str, _WireEvent]:
     """``(table_key(event), twin)`` of ``record``'s event, without building it: the twin
-    encodes to ``encode_event(event)``, alone or inside an envelope (``encode_batch_of``)."""
-    values = event_values(record)
-    return f"{values[1]}|{values[4]}|{values[5]}", _WireEvent(*values)
+    encodes to ``encode_event(event)``, alone or inside an envelope (``encode_batch_of``).
+
+    The emitter's thread runs this once per event: it is written for speed (classify_status
+    and the common case of derive_severity inlined, the twin built in one positional call).
+    """
+    (
+        ctx,
+        started_at,
+        t0,
+        t_headers,
+        t_end,
+        method,
+        route,
+        upstream,
+        outcome,
+        error_class,
+        trace_id,
+        request_id,
+        logical_id,
+        attempt,
+        status,
+        declared,
+        received,
+        body_complete,
+        internal_ip,
+        breaker_state,
+        pool_wait_ms,
+        connect_s,
+        tls_s,
+    ) = record
+    if status is None:
+        if outcome is None:
+            outcome, error_class = "protocol_error", "remote_protocol_error"
+    elif not 100 <= status <= 599:
+        status = None
+        if outcome is None:
+            outcome, error_class = "protocol_error", "remote_protocol_error"
+    elif outcome is None:  # classify_status, inlined
+        if status < 400:
+            outcome = "ok"
+        elif status < 500:
+            outcome, error_class = "http_error", "http_4xx"
+        else:
+            outcome, error_class = "http_error", "http_5xx"
+    elapsed_s = t_end - t0
+    elapsed_ms = elapsed_s * 1000.0
+    if (
+        outcome == "ok"
+        and attempt <= 1
+        and body_complete
+        and elapsed_ms < SLOW_ELAPSED_MS
+        and (status is None or status < 400)
+    ):
+        severity = "info"  # what derive_severity gives here, without its keyword call
+    else:
+        severity = derive_severity(
+            outcome=outcome,
+            status_code=status,
+            elapsed_ms=elapsed_ms,
+            attempt=attempt,
+            body_complete=body_complete,
+        )
+    label = _METHOD_LABELS.get(method)
+    if label is None:
+        label = _method_label(method)
+    service = ctx.service
+    if t_headers:
+        ttfb_s = t_headers - t0
+        transfer_s = elapsed_s - ttfb_s
+        ttfb_ms = ttfb_s * 1000.0
+        transfer_ms = transfer_s * 1000.0 if transfer_s > 0.0 else 0.0
+    else:
+        ttfb_ms = transfer_ms = None
+    return f"{service}|{label}|{route}", _WireEvent(
+        1,
+        service,
+        started_at,
+        elapsed_ms,
+        label,
+        route,
+        upstream,
+        outcome,
+        severity,
+        trace_id,
+        request_id,
+        logical_id,
+        attempt,
+        status,
+        0 if error_class in _NOTHING_SENT else declared,
+        received,
+        body_complete,
+        error_class,
+        internal_ip,
+        ctx.nat.external_ip(internal_ip, upstream),
+        breaker_state,
+        pool_wait_ms,
+        connect_s * 1000.0 if connect_s is not None else None,
+        tls_s * 1000.0 if tls_s is not None else None,
+        ttfb_ms,
+        transfer_ms,
+    )
 
 
 def wire(record: Record) -> tuple[str, bytes]:

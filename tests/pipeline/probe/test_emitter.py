@@ -561,6 +561,22 @@ def test_records_become_the_same_events_in_the_thread(
         assert {partition_for_key(table_key(e), kafka.partitions) for e in events} == {partition}
 
 
+def test_a_record_that_cannot_be_encoded_costs_only_itself(
+    make_emitter: Callable[..., KafkaEmitter], kafka: FakeKafka
+) -> None:
+    records = [probe_record(i) for i in range(20)]
+    broken = list(probe_record(99))
+    broken[10] = object()  # a trace id JSON cannot hold: found when its record is encoded
+    emitter = make_emitter(batch_max_events=50)
+    for rec in records[:10] + [tuple(broken)] + records[10:]:
+        emitter.submit_record(rec)
+    stats = emitter.close()
+    assert stats.dropped_invalid == 1 and stats.sent_events == 20 and settled(stats) == 21
+    assert sorted(kafka.all_events(), key=lambda e: e.request_id) == [
+        materialize(rec) for rec in records
+    ]
+
+
 def test_a_failed_send_requeues_records_as_records(
     make_emitter: Callable[..., KafkaEmitter], kafka: FakeKafka
 ) -> None:

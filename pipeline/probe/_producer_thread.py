@@ -11,7 +11,7 @@ Life of the thread::
     connect (start producer, read partition count) --fail--> back off (exp., jitter) --+
        |                                                        ^                     |
        v                                                        +---------------------+
-    pump: every flush_interval_s, or at once when batch_max_events are queued,
+    pump: every flush_interval_s, or at once when drain_max_events are queued,
           drain -> encode -> group -> send -> await acks (send_timeout_s)
        |  a failed or timed-out send: its events go back to the queue front, reconnect
        v
@@ -234,7 +234,7 @@ class ProducerThread:
             closing = self._close_deadline is not None
             if self._close_done():
                 return
-            if not closing and self._source.depth() < config.batch_max_events:
+            if not closing and self._source.depth() < config.drain_max_events:
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), config.flush_interval_s)

@@ -227,10 +227,10 @@ def test_flushes_on_the_interval(make_emitter: Callable[..., KafkaEmitter]) -> N
     wait_until(lambda: emitter.stats().sent_events == 1, timeout_s=2)
 
 
-def test_a_full_batch_is_sent_before_the_interval(
+def test_a_full_cycle_is_sent_before_the_interval(
     make_emitter: Callable[..., KafkaEmitter],
 ) -> None:
-    emitter = make_emitter(flush_interval_s=30, batch_max_events=50).start()
+    emitter = make_emitter(flush_interval_s=30, batch_max_events=10, drain_max_events=50).start()
     wait_until(lambda: emitter.stats().connected)
     for i in range(50):
         emitter.submit(make_event(i))

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline.probe import tracecontext
 from pipeline.probe.tracecontext import (
     SPAN_IDS_PER_REFILL,
     TraceParent,
@@ -146,6 +147,17 @@ def test_pooled_span_ids_are_valid_distinct_and_refilled() -> None:
     assert all(len(span) == 16 and set(span) <= set("0123456789abcdef") for span in taken)
     assert "0" * 16 not in taken
     assert len(set(taken)) == len(taken)
+
+
+def test_an_all_zero_span_id_is_never_pooled(monkeypatch: pytest.MonkeyPatch) -> None:
+    bits = 64 * SPAN_IDS_PER_REFILL
+    # Every id 1111...1 but the third, which is all zeros (never a valid span id).
+    value = int("11" * 8 * 2 + "00" * 8 + "11" * 8 * (SPAN_IDS_PER_REFILL - 3), 16)
+    monkeypatch.setattr(tracecontext, "_getrandbits", lambda n: value if n == bits else 0)
+    span_id_pool.clear()
+    refill_span_ids()
+    assert span_id_pool == ["1" * 16] * (SPAN_IDS_PER_REFILL - 1)
+    span_id_pool.clear()
 
 
 def test_a_forked_child_gets_no_pooled_id_of_its_parent() -> None:

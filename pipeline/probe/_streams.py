@@ -30,24 +30,10 @@ from typing import Any
 import httpx
 
 from pipeline.probe._attempt import _Attempt
+from pipeline.probe._direct import as_httpx as _as_httpx
 from pipeline.probe._errors import DeadlineExceeded
 
 _perf = time.perf_counter
-
-try:  # httpx's exception mapping for httpcore's streams (pinned httpx; see _attempt)
-    from httpx._transports.default import map_httpcore_exceptions as _map_httpcore
-except ImportError:  # pragma: no cover - another httpx: _attempt then never unwraps a body
-    _map_httpcore = None  # type: ignore[assignment]
-
-
-def _as_httpx(exc: Exception) -> BaseException:
-    """The exception httpx's wrapper raises for ``exc`` from httpcore's stream."""
-    try:
-        with _map_httpcore():
-            raise exc
-    except BaseException as mapped:  # noqa: BLE001 - returned, raised by the caller
-        return mapped
-    return exc  # pragma: no cover - the block always raises
 
 
 def _orphan(attempt: _Attempt) -> None:

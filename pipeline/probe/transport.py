@@ -37,6 +37,7 @@ import httpx
 
 from pipeline.probe._base import DEFAULT_LIMITS, ProbeStats, _Base, _pool_limit
 from pipeline.probe._core import _Core
+from pipeline.probe._direct import AsyncDirect, SyncDirect, direct_pool
 from pipeline.probe._errors import (
     CircuitOpenError,
     DeadlineExceeded,
@@ -66,6 +67,12 @@ class ProbeTransport(_Base, httpx.AsyncBaseTransport):
             transport = httpx.AsyncHTTPTransport(limits=limits)
         self._inner = transport
         self._core = _Core(config, sink, pool_limit=_pool_limit(limits))
+        pool = direct_pool(transport)  # httpx's own transport: its pool, without its wrapper
+        self._send = (
+            transport.handle_async_request
+            if pool is None
+            else AsyncDirect(pool).handle_async_request
+        )
 
     @classmethod
     def client(cls, service: str, sink: EventSink, **client_kwargs: object) -> httpx.AsyncClient:
@@ -101,10 +108,10 @@ class ProbeTransport(_Base, httpx.AsyncBaseTransport):
             failure: BaseException | None = None
             try:
                 if deadline is None:
-                    response = await self._inner.handle_async_request(request)
+                    response = await self._send(request)
                 else:
                     async with asyncio.timeout_at(deadline):
-                        response = await self._inner.handle_async_request(request)
+                        response = await self._send(request)
             except BaseException as exc:  # noqa: BLE001 - re-raised below, after the event
                 failure = exc
             if failure is not None:
@@ -190,6 +197,8 @@ class SyncProbeTransport(_Base, httpx.BaseTransport):
             transport = httpx.HTTPTransport(limits=limits)
         self._inner = transport
         self._core = _Core(config, sink, pool_limit=_pool_limit(limits))
+        pool = direct_pool(transport)  # httpx's own transport: its pool, without its wrapper
+        self._send = transport.handle_request if pool is None else SyncDirect(pool).handle_request
 
     @classmethod
     def client(cls, service: str, sink: EventSink, **client_kwargs: object) -> httpx.Client:
@@ -223,7 +232,7 @@ class SyncProbeTransport(_Base, httpx.BaseTransport):
             deadline = None if total is None else att.t0 + total
             failure: BaseException | None = None
             try:
-                response = self._inner.handle_request(request)
+                response = self._send(request)
             except BaseException as exc:  # noqa: BLE001 - re-raised below, after the event
                 failure = exc
             if failure is not None:

@@ -28,7 +28,9 @@ from pipeline.probe import (
     parse_traceparent,
     trace_context,
 )
+from pipeline.probe import transport as transport_module
 from pipeline.probe._streams import _AsyncAttempt, _SyncAttempt
+from pipeline.probe.config import Timeouts
 from pipeline.probe.sink import record_submitter
 from pipeline.schema import ProbeEvent, decode_event, encode_event
 
@@ -215,3 +217,98 @@ def test_sync_body_takes_the_place_of_httpx_wrapper(upstream, raw) -> None:
     ok, cut = sink.events
     assert (ok.bytes_received, ok.body_complete) == (30, True)
     assert (cut.outcome, cut.bytes_received, cut.body_complete) == ("protocol_error", 10, False)
+
+
+def _targets(upstream: Any, raw: Any, key: str) -> list[str]:
+    """One URL per outcome kind the inner transport can produce."""
+    return [
+        upstream.url("/ok"),
+        upstream.url("/status/404"),
+        upstream.url(f"/flaky/{key}?fail=1"),  # a 503, retried
+        upstream.url("/stream?chunks=3&size=10"),
+        raw.silent.base + "/read-timeout",
+        raw.close_early.base + "/cut",
+        raw.garbage.base + "/not-http",
+        raw.refused + "/refused",
+    ]
+
+
+def _seen(outcome: httpx.Response | BaseException) -> tuple[Any, ...]:
+    """What a caller can tell apart: the status and body, or the exception, its message and
+    the kind of its cause."""
+    if isinstance(outcome, httpx.Response):
+        return ("response", outcome.status_code, outcome.content)
+    cause = outcome.__cause__
+    return (type(outcome), str(outcome), type(cause) if cause is not None else None)
+
+
+def _config() -> ProbeConfig:
+    return ProbeConfig(service="checkout", timeouts=Timeouts(read=0.3))
+
+
+async def _async_run(upstream: Any, raw: Any, key: str) -> tuple[list[Any], list[ProbeEvent]]:
+    sink = MemorySink()
+    seen: list[tuple[Any, ...]] = []
+    async with httpx.AsyncClient(transport=ProbeTransport(_config(), sink)) as client:
+        for url in _targets(upstream, raw, key):
+            try:
+                seen.append(_seen(await client.get(url)))
+            except httpx.HTTPError as exc:
+                seen.append(_seen(exc))
+    return seen, [stable(e, {f"/flaky/{key}": "/flaky"}) for e in sink.events]
+
+
+def _sync_run(upstream: Any, raw: Any, key: str) -> tuple[list[Any], list[ProbeEvent]]:
+    sink = MemorySink()
+    seen: list[tuple[Any, ...]] = []
+    with httpx.Client(transport=SyncProbeTransport(_config(), sink)) as client:
+        for url in _targets(upstream, raw, key):
+            try:
+                seen.append(_seen(client.get(url)))
+            except httpx.HTTPError as exc:
+                seen.append(_seen(exc))
+    return seen, [stable(e, {f"/flaky/{key}": "/flaky"}) for e in sink.events]
+
+
+_KINDS = [
+    ("response", 200),
+    ("response", 404),
+    ("response", 200),  # the 503 retried
+    ("response", 200),
+    httpx.ReadTimeout,
+    httpx.RemoteProtocolError,
+    httpx.RemoteProtocolError,
+    httpx.ConnectError,
+]
+
+
+def _kinds(seen: list[tuple[Any, ...]]) -> list[Any]:
+    return [s[:2] if s[0] == "response" else s[0] for s in seen]
+
+
+async def test_async_sending_directly_is_sending_through_httpx(
+    upstream, raw, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """_direct sends through httpx's pool itself: the caller sees what httpx's transport
+    gives (responses, exception types, messages, causes) and the events are the same."""
+    direct = ProbeTransport(_config(), MemorySink())
+    assert direct._send.__self__ is not direct._inner  # type: ignore[attr-defined]
+    seen, events = await _async_run(upstream, raw, "direct-async-a")
+    monkeypatch.setattr(transport_module, "direct_pool", lambda transport: None)
+    plain = ProbeTransport(_config(), MemorySink())
+    assert plain._send.__self__ is plain._inner  # type: ignore[attr-defined]
+    assert await _async_run(upstream, raw, "direct-async-b") == (seen, events)
+    assert _kinds(seen) == _KINDS
+    assert len(events) == 13  # 8 requests, five of them retried once
+
+
+def test_sync_sending_directly_is_sending_through_httpx(
+    upstream, raw, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen, events = _sync_run(upstream, raw, "direct-sync-a")
+    monkeypatch.setattr(transport_module, "direct_pool", lambda transport: None)
+    plain = SyncProbeTransport(_config(), MemorySink())
+    assert plain._send.__self__ is plain._inner  # type: ignore[attr-defined]
+    assert _sync_run(upstream, raw, "direct-sync-b") == (seen, events)
+    assert _kinds(seen) == _KINDS
+    assert len(events) == 13

@@ -392,6 +392,9 @@ def summarize(series: dict[str, Series]) -> dict[str, Any]:
             "p99_ms": round(_p99(s.latencies_ns) / 1e6, 3),
             "overhead_pct": round((median / bare_median - 1.0) * 100.0, 1),
             "overhead_pct_rounds_min_max": [round(min(per_round), 1), round(max(per_round), 1)],
+            # The same overhead per round (against bare's block of that round), then the
+            # median: less swayed by a slow stretch of the machine than the pooled median.
+            "overhead_pct_rounds_median": round(statistics.median(per_round), 1),
             "cpu_us_per_req_total": round(statistics.median(s.cpu_us), 1),
             "cpu_us_per_req_added": round(statistics.median(added), 1),
             "other_threads_cpu_us_per_req": round(statistics.median(s.other_threads_cpu_us), 1),
@@ -422,6 +425,7 @@ def headline(figures: dict[str, Any]) -> dict[str, Any]:
     for name in ("probe", "probe_phases"):
         share = figures[name]["cpu_us_per_req_added"] / otel_cpu if otel_cpu > 0 else None
         out[f"{name}_cpu_share_of_otel"] = None if share is None else round(share, 3)
+    out["probe_overhead_pct_rounds_median"] = figures["probe"]["overhead_pct_rounds_median"]
     out["probe_emitter_thread_cpu_us_per_req"] = figures["probe"]["other_threads_cpu_us_per_req"]
     out["probe_sent_while_timed_share"] = figures["probe"]["sent_while_timed_share"]
     return out

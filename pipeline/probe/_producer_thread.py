@@ -164,6 +164,7 @@ class ProducerThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._close_deadline: float | None = None  # time.monotonic() value
+        self._send_bound: asyncio.Timeout | None = None  # a cycle's sends, while they run
         self._seq: dict[int, int] = {}
         self._outage_logged = False
         self._rejected_logged_at = -1e9
@@ -177,10 +178,22 @@ class ProducerThread:
 
     def wake(self) -> None:
         """Ask the loop to flush now. Cheap, thread-safe; a no-op before the loop runs."""
-        loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None:
+        loop = self._loop
+        if loop is not None and self._wake is not None:
             with contextlib.suppress(RuntimeError):  # loop already closed
-                loop.call_soon_threadsafe(wake.set)
+                loop.call_soon_threadsafe(self._on_wake)
+
+    def _on_wake(self) -> None:
+        """On the loop: flush now; a close request also cuts short sends that are blocked."""
+        wake, bound, close_at = self._wake, self._send_bound, self._close_deadline
+        if wake is not None:
+            wake.set()
+        if bound is not None and close_at is not None:
+            when = asyncio.get_running_loop().time() + close_at - time.monotonic()
+            current = bound.when()
+            if current is None or when < current:
+                with contextlib.suppress(RuntimeError):  # the bound has fired already
+                    bound.reschedule(when)
 
     def stop(self, deadline: float, grace_s: float = 1.0) -> bool:
         """Flush until ``deadline`` (monotonic), then end the thread. True if it ended."""
@@ -270,7 +283,7 @@ class ProducerThread:
         try:
             async with asyncio.timeout_at(
                 loop.time() + self._cycle_deadline(started) - time.monotonic()
-            ):
+            ) as self._send_bound:  # a close request moves it earlier (_on_wake)
                 for partition, key, value, chunk in records:
                     try:
                         future = await producer.send(
@@ -283,6 +296,8 @@ class ProducerThread:
                     handed += 1
         except TimeoutError as timed_out:
             outcomes.extend((timed_out, chunk) for *_, chunk in records[handed:])
+        finally:
+            self._send_bound = None
         await self._await_acks([future for future, _ in pending], started)
         for future, chunk in pending:
             failure = _failure_of(future)

@@ -64,6 +64,7 @@ class FakeKafka:
         self.start_failures = 0  # the next N start() calls fail
         self.send_failures: list[BaseException] = []  # the next sends' futures fail with these
         self.hold_acks = False  # futures never resolve
+        self.hold_sends = False  # send() itself never returns (a stalled broker, a full buffer)
 
     def factory(self, **kwargs: Any) -> FakeProducer:
         self.producer_kwargs.append(kwargs)
@@ -98,6 +99,8 @@ class FakeProducer:
         return set(range(self.kafka.partitions))
 
     async def send(self, topic: str, *, value: bytes, key: bytes, partition: int) -> Any:
+        if self.kafka.hold_sends:
+            await asyncio.sleep(3600)
         future = asyncio.get_running_loop().create_future()
         with self.kafka.lock:
             if self.kafka.send_failures:
@@ -375,6 +378,21 @@ def test_close_cuts_short_a_cycle_already_waiting_for_acks(
     for i in range(100):
         emitter.submit(make_event(i))
     wait_until(lambda: emitter.stats().queue_depth == 0)  # drained: the cycle waits for acks
+    time.sleep(0.05)
+    started = time.monotonic()
+    stats = emitter.close(timeout_s=0.3)
+    assert time.monotonic() - started < 1.0
+    assert stats.dropped_on_close == 100 and settled(stats) == 100
+
+
+def test_close_cuts_short_a_send_that_is_blocked(
+    make_emitter: Callable[..., KafkaEmitter], kafka: FakeKafka
+) -> None:
+    kafka.hold_sends = True
+    emitter = make_emitter(send_timeout_s=30, flush_interval_s=0.01)
+    for i in range(100):
+        emitter.submit(make_event(i))
+    wait_until(lambda: emitter.stats().queue_depth == 0)  # drained: the send is blocked
     time.sleep(0.05)
     started = time.monotonic()
     stats = emitter.close(timeout_s=0.3)

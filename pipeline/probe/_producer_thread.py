@@ -285,6 +285,8 @@ class ProducerThread:
                 loop.time() + self._cycle_deadline(started) - time.monotonic()
             ) as self._send_bound:  # a close request moves it earlier (_on_wake)
                 for partition, key, value, chunk in records:
+                    if self._past_deadline():  # closing, and out of time: hand over no more
+                        raise TimeoutError("the close deadline passed")
                     try:
                         future = await producer.send(
                             config.topic, value=value, key=key, partition=partition

@@ -19,7 +19,7 @@ from typing import Any
 import httpcore
 import httpx
 
-try:  # httpx's exception mapping and response-body wrappers (pinned httpx; checked below)
+try:  # httpx's exception mapping and response-body wrappers (internals of the pinned httpx)
     from httpx._transports.default import AsyncResponseStream, ResponseStream
     from httpx._transports.default import map_httpcore_exceptions as _map_httpcore
 except ImportError:  # pragma: no cover - another httpx: the probe calls its transport instead

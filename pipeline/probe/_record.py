@@ -4,7 +4,8 @@ The caller's thread only records what it measured: a flat tuple (:data:`Record`)
 timings, ids and labels, built in one step when the attempt ends. Everything derived from
 those (elapsed and phase milliseconds, the outcome of a status code, severity, bytes sent,
 the simulated NAT address) is computed later, by whoever consumes the record: the Kafka
-emitter's background thread (:func:`wire`, straight to the event's JSON), or
+emitter's background thread (:func:`wire_event`: a positional twin of the event, encoded
+inside its record's envelope), or
 :class:`~pipeline.probe.sink.MemorySink` when its events are read, or the transport itself
 for a sink that only takes events (:func:`materialize`). The event is the same whichever
 path builds it; the tests check that field by field and byte for byte.

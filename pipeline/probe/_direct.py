@@ -52,6 +52,20 @@ def direct_pool(transport: object) -> Any | None:
     return pool if callable(getattr(pool, method, None)) else None
 
 
+def _core_request(request: httpx.Request) -> httpcore.Request:
+    """The httpcore request httpx's transports build for ``request``."""
+    url = request.url
+    return httpcore.Request(
+        method=request.method,
+        url=httpcore.URL(
+            scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
+        ),
+        headers=request.headers.raw,
+        content=request.stream,
+        extensions=request.extensions,
+    )
+
+
 class AsyncDirect:
     """``AsyncHTTPTransport.handle_async_request`` of one transport's pool."""
 
@@ -62,16 +76,7 @@ class AsyncDirect:
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(request.stream, httpx.AsyncByteStream)  # as httpx's transport does
-        url = request.url
-        core_request = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
+        core_request = _core_request(request)
         try:
             response = await self.pool.handle_async_request(core_request)
         except Exception as exc:  # noqa: BLE001 - mapped and raised, as httpx does
@@ -94,16 +99,7 @@ class SyncDirect:
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(request.stream, httpx.SyncByteStream)  # as httpx's transport does
-        url = request.url
-        core_request = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
+        core_request = _core_request(request)
         try:
             response = self.pool.handle_request(core_request)
         except Exception as exc:  # noqa: BLE001 - mapped and raised, as httpx does

@@ -20,6 +20,7 @@ from typing import Any, Final, get_args
 
 import msgspec
 
+from pipeline.probe._errors import classify_status
 from pipeline.probe.retry import NOTHING_SENT_ERROR_CLASSES
 from pipeline.schema import SLOW_ELAPSED_MS, Method, ProbeEvent, derive_severity
 
@@ -124,8 +125,8 @@ def wire_event(record: Record) -> tuple[str, _WireEvent]:
     """``(table_key(event), twin)`` of ``record``'s event, without building it: the twin
     encodes to ``encode_event(event)``, alone or inside an envelope (``encode_batch_of``).
 
-    The emitter's thread runs this once per event: it is written for speed (classify_status
-    and the common case of derive_severity inlined, the twin built in one positional call).
+    The emitter's thread runs this once per event: it is written for speed (the common case
+    of derive_severity inlined, the twin built in one positional call).
     """
     (
         ctx,
@@ -159,13 +160,8 @@ def wire_event(record: Record) -> tuple[str, _WireEvent]:
         status = None
         if outcome is None:
             outcome, error_class = "protocol_error", "remote_protocol_error"
-    elif outcome is None:  # classify_status, inlined
-        if status < 400:
-            outcome = "ok"
-        elif status < 500:
-            outcome, error_class = "http_error", "http_4xx"
-        else:
-            outcome, error_class = "http_error", "http_5xx"
+    elif outcome is None:
+        outcome, error_class = classify_status(status)
     elapsed_s = t_end - t0
     elapsed_ms = elapsed_s * 1000.0
     if (

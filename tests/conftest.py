@@ -32,7 +32,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline.topics import TopicSpec, ensure_topics
-from tests.leases import leased_service
+from tests.leases import leased_script_service
 
 pytest_plugins = ["tests.rgw"]  # s3_endpoint, rgw_control, s3_bucket: see tests/rgw.py
 
@@ -77,19 +77,12 @@ def kafka_bootstrap() -> Iterator[str]:
         yield external
         return
 
-    def up() -> str:
-        started = kafka_local("up")
-        if started.returncode != 0:
-            pytest.fail(f"scripts/kafka-local up failed ({started.returncode}):\n{started.stderr}")
-        return parse_bootstrap(started.stdout)
-
-    def down() -> None:
-        stopped = kafka_local("down", "--purge")
-        if stopped.returncode != 0:
-            raise RuntimeError(f"scripts/kafka-local down failed:\n{stopped.stderr}")
-
-    with leased_service(
-        TEST_KAFKA_DIR, running=lambda: kafka_local("status").returncode == 0, up=up, down=down
+    with leased_script_service(
+        TEST_KAFKA_DIR,
+        kafka_local,
+        "kafka-local",
+        running=lambda: kafka_local("status").returncode == 0,
+        parse=parse_bootstrap,
     ) as bootstrap:
         yield bootstrap
 

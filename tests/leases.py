@@ -13,11 +13,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["leased_service"]
+import pytest
+
+__all__ = ["leased_script_service", "leased_service"]
 
 T = TypeVar("T")
 _STARTED_MARK = "started-by-pytest"
@@ -78,3 +81,28 @@ def leased_service(
                     down()
                 finally:
                     marker.unlink(missing_ok=True)
+
+
+def leased_script_service(
+    state_dir: Path,
+    script: Callable[..., subprocess.CompletedProcess[str]],
+    name: str,
+    *,
+    running: Callable[[], bool],
+    parse: Callable[[str], T],
+) -> contextlib.AbstractContextManager[T]:
+    """:func:`leased_service` of a service run by ``scripts/<name>``: ``up`` runs
+    ``script("up")`` and ``parse``s its output; ``down`` runs ``script("down", "--purge")``."""
+
+    def up() -> T:
+        started = script("up")
+        if started.returncode != 0:
+            pytest.fail(f"scripts/{name} up failed ({started.returncode}):\n{started.stderr}")
+        return parse(started.stdout)
+
+    def down() -> None:
+        stopped = script("down", "--purge")
+        if stopped.returncode != 0:
+            raise RuntimeError(f"scripts/{name} down failed:\n{stopped.stderr}")
+
+    return leased_service(state_dir, running=running, up=up, down=down)

@@ -43,7 +43,7 @@ import s3fs
 from aiobotocore.session import get_session  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
 
-from tests.leases import leased_service
+from tests.leases import leased_script_service
 from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -186,21 +186,12 @@ def rgw_cluster() -> Iterator[RgwCluster]:
         yield RgwCluster(Path(named_dir).resolve(), external)
         return
 
-    def up() -> S3Endpoint:
-        started = rgw_local("up")
-        if started.returncode != 0:
-            pytest.fail(f"scripts/rgw-local up failed ({started.returncode}):\n{started.stderr}")
-        return parse_s3_env(started.stdout)
-
-    def down() -> None:
-        stopped = rgw_local("down", "--purge")
-        if stopped.returncode != 0:
-            raise RuntimeError(f"scripts/rgw-local down failed:\n{stopped.stderr}")
-
     def running() -> bool:
         return rgw_local("status").returncode != 1  # 1: nothing of it runs
 
-    with leased_service(TEST_RGW_DIR, running=running, up=up, down=down) as endpoint:
+    with leased_script_service(
+        TEST_RGW_DIR, rgw_local, "rgw-local", running=running, parse=parse_s3_env
+    ) as endpoint:
         yield RgwCluster(TEST_RGW_DIR, endpoint)
 
 

@@ -353,7 +353,15 @@ class _Attempt:
     def got_response(self, response: httpx.Response, deadline: float | None) -> bool:
         """Headers are in: wrap the body. True if it was already read (the attempt is over)."""
         self.t_headers = self.t_last = _perf()
-        self.status_code = response.status_code
+        status = self.status_code = response.status_code
+        if not self.ours_on_request and not 300 <= status < 400:
+            # The traceparent start() appended has been sent: take it off again. httpx's
+            # cookie code copies the request's headers once the response is in, with one
+            # scan of all headers per header (~2 us more for ours). A redirect keeps it:
+            # httpx copies it to the next hop, whose attempt continues this trace.
+            headers = self.request.headers._list
+            if headers and headers[-1][0] is _TRACEPARENT:  # still last: ours
+                headers.pop()
         if self.internal_ip is None:
             stream = response.extensions.get("network_stream")
             if stream is not None:

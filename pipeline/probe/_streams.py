@@ -47,6 +47,24 @@ async def _closed() -> None:
     return None
 
 
+class _AsyncExhausted:
+    """The iterator of a body read to its end, in place of the inner one.
+
+    Letting the inner (generator) iterator go at EOF frees it at once; kept by the attempt,
+    it would stay in the response's reference cycle until the cyclic collector's next pass
+    (one more object per request for it to find, as httpx's own ``async for`` does not keep).
+    """
+
+    __slots__ = ()
+
+    async def __anext__(self) -> bytes:
+        raise StopAsyncIteration
+
+
+_ASYNC_EXHAUSTED = _AsyncExhausted()
+_EXHAUSTED: Iterator[bytes] = iter(())  # the same for the sync attempt
+
+
 class _AsyncAttempt(_Attempt, httpx.AsyncByteStream):
     """An attempt of the async transport; after ``got_response``, the response body."""
 
@@ -69,6 +87,7 @@ class _AsyncAttempt(_Attempt, httpx.AsyncByteStream):
                 async with asyncio.timeout_at(deadline):
                     chunk = await iterator.__anext__()
         except StopAsyncIteration:
+            self._iter = _ASYNC_EXHAUSTED
             self.finish(None, None)
             raise
         except TimeoutError as exc:
@@ -124,6 +143,7 @@ class _SyncAttempt(_Attempt, httpx.SyncByteStream):
         try:
             chunk = next(iterator)
         except StopIteration:
+            self._iter = _EXHAUSTED
             self.finish(None, None)
             raise
         except Exception as exc:

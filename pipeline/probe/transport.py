@@ -18,6 +18,13 @@ what it is configured to do (:class:`CircuitOpenError` when the breaker is open,
 the caller unchanged; a failure inside the probe is counted in ``stats().internal_errors``
 and the call goes on.
 
+Trace context: each attempt sends a W3C ``traceparent`` (the caller's, continued, or a new
+trace). One the probe added is taken off ``request.headers`` again once the response
+headers are in (kept on a redirect, so that httpx copies it to the next hop): the caller's
+request then has the headers the caller built, and httpx's cookie code does not walk one
+header more. A ``traceparent`` the caller gave stays, with the value sent. The event has
+the ids (``trace_id``, ``request_id``).
+
 The async transport uses asyncio (``asyncio.timeout_at``, ``asyncio.sleep``); trio is not
 supported. ``pool_wait_ms``: measured through httpcore's ``trace`` extension when
 ``phase_timings`` is on; otherwise 0.0 when the pool had a free slot at the start of the

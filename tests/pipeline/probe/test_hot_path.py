@@ -11,6 +11,8 @@ plain paths they stand in for.
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -89,6 +91,39 @@ async def test_records_give_the_same_events_as_the_transport_building_them(upstr
     assert not fast.events[-1].body_complete
 
 
+async def test_traceparent_is_taken_off_the_request_once_sent(upstream) -> None:
+    sink = MemorySink()
+    transport = ProbeTransport(ProbeConfig(service="checkout"), sink)
+    incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    async with httpx.AsyncClient(transport=transport, base_url=upstream.base) as client:
+        plain = await client.get("/echo", headers={"x-caller": "1"})
+        hop = await client.get("/redirect?to=/echo")  # not followed: a 302
+        given = await client.get("/echo", headers={"traceparent": incoming})
+    ours, redirect, continued = sink.events
+    sent = dict(plain.json()["headers"])["traceparent"]
+    assert sent == f"00-{ours.trace_id}-{ours.request_id}-01"  # on the wire
+    # ... and off the caller's request again, which has the headers the caller built.
+    assert "traceparent" not in plain.request.headers
+    assert plain.request.headers["x-caller"] == "1"
+    # A redirect keeps it, for httpx to copy to the next hop (one trace across hops).
+    assert hop.request.headers["traceparent"] == f"00-{redirect.trace_id}-{redirect.request_id}-01"
+    # A caller's own traceparent is replaced (continued), not taken off.
+    assert continued.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert given.request.headers["traceparent"] == dict(given.json()["headers"])["traceparent"]
+
+
+def test_sync_traceparent_is_taken_off_the_request_once_sent(upstream) -> None:
+    sink = MemorySink()
+    transport = SyncProbeTransport(ProbeConfig(service="checkout"), sink)
+    with httpx.Client(transport=transport, base_url=upstream.base) as client:
+        plain = client.get("/echo")
+        hop = client.get("/redirect?to=/echo")
+    ours, redirect = sink.events
+    assert dict(plain.json()["headers"])["traceparent"].split("-")[2] == ours.request_id
+    assert "traceparent" not in plain.request.headers
+    assert hop.request.headers["traceparent"].split("-")[2] == redirect.request_id
+
+
 @pytest.fixture(params=["fast", "public"])
 def httpx_access(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Both ways the probe reads a request: httpx internals, or the public API."""
@@ -164,7 +199,17 @@ async def test_async_body_takes_the_place_of_httpx_wrapper(upstream, raw) -> Non
         async with client.stream("GET", upstream.url("/stream?chunks=3&size=10")) as response:
             attempt = response.stream._stream  # type: ignore[union-attr]  # httpx's bound stream
             assert isinstance(attempt, _AsyncAttempt) and attempt._raw
-            assert b"".join([c async for c in response.aiter_raw()]) == b"s" * 30
+            chunks = response.aiter_raw()
+            first = await chunks.__anext__()
+            inner = weakref.ref(attempt._iter)  # httpcore's iterator, a generator
+            gc.disable()  # freed at EOF by its last reference going, not by the collector
+            try:
+                assert first + b"".join([c async for c in chunks]) == b"s" * 30
+                assert inner() is None
+            finally:
+                gc.enable()
+            with pytest.raises(StopAsyncIteration):  # read again past EOF: no second event
+                await attempt.__anext__()
         # httpcore's error, as httpx raises it: RemoteProtocolError, not httpcore's.
         with pytest.raises(httpx.RemoteProtocolError) as caught:
             await client.get(raw.close_early.base + "/x")
@@ -211,7 +256,17 @@ def test_sync_body_takes_the_place_of_httpx_wrapper(upstream, raw) -> None:
         with client.stream("GET", upstream.url("/stream?chunks=3&size=10")) as response:
             attempt = response.stream._stream  # type: ignore[union-attr]
             assert isinstance(attempt, _SyncAttempt) and attempt._raw
-            assert b"".join(response.iter_raw()) == b"s" * 30
+            chunks = response.iter_raw()
+            first = next(chunks)
+            inner = weakref.ref(attempt._iter)
+            gc.disable()
+            try:
+                assert first + b"".join(chunks) == b"s" * 30
+                assert inner() is None
+            finally:
+                gc.enable()
+            with pytest.raises(StopIteration):
+                next(attempt)
         with pytest.raises(httpx.RemoteProtocolError):
             client.get(raw.close_early.base + "/x")
     ok, cut = sink.events

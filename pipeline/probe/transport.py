@@ -44,7 +44,15 @@ import httpx
 
 from pipeline.probe._base import DEFAULT_LIMITS, ProbeStats, _Base, _pool_limit
 from pipeline.probe._core import _Core
-from pipeline.probe._direct import AsyncDirect, SyncDirect, direct_pool
+from pipeline.probe._direct import (
+    AsyncDirect,
+    SyncDirect,
+    as_httpx,
+    async_response,
+    core_request,
+    direct_pool,
+    sync_response,
+)
 from pipeline.probe._errors import (
     CircuitOpenError,
     DeadlineExceeded,
@@ -75,6 +83,7 @@ class ProbeTransport(_Base, httpx.AsyncBaseTransport):
         self._inner = transport
         self._core = _Core(config, sink, pool_limit=_pool_limit(limits))
         pool = direct_pool(transport)  # httpx's own transport: its pool, without its wrapper
+        self._pool = pool
         self._send = (
             transport.handle_async_request
             if pool is None
@@ -100,6 +109,7 @@ class ProbeTransport(_Base, httpx.AsyncBaseTransport):
             return await self._inner.handle_async_request(request)
         loop = asyncio.get_running_loop()
         total = core.total_s
+        pool = self._pool
         while True:
             started = att.start(loop)
             if started is None:
@@ -114,11 +124,18 @@ class ProbeTransport(_Base, httpx.AsyncBaseTransport):
             deadline = None if total is None else loop.time() + total
             failure: BaseException | None = None
             try:
-                if deadline is None:
-                    response = await self._send(request)
-                else:
+                if deadline is not None:
                     async with asyncio.timeout_at(deadline):
                         response = await self._send(request)
+                elif pool is None:
+                    response = await self._send(request)
+                else:  # AsyncDirect's steps, inline: one coroutine fewer (see _direct)
+                    assert isinstance(request.stream, httpx.AsyncByteStream)  # as httpx does
+                    try:
+                        sent = await pool.handle_async_request(core_request(request))
+                    except Exception as exc:  # noqa: BLE001 - mapped, as httpx does
+                        raise as_httpx(exc)  # noqa: B904 - its cause is exc already
+                    response = async_response(sent)
             except BaseException as exc:  # noqa: BLE001 - re-raised below, after the event
                 failure = exc
             if failure is not None:
@@ -205,6 +222,7 @@ class SyncProbeTransport(_Base, httpx.BaseTransport):
         self._inner = transport
         self._core = _Core(config, sink, pool_limit=_pool_limit(limits))
         pool = direct_pool(transport)  # httpx's own transport: its pool, without its wrapper
+        self._pool = pool
         self._send = transport.handle_request if pool is None else SyncDirect(pool).handle_request
 
     @classmethod
@@ -225,6 +243,7 @@ class SyncProbeTransport(_Base, httpx.BaseTransport):
             core.internal_error(exc, request)
             return self._inner.handle_request(request)
         total = core.total_s
+        pool = self._pool
         while True:
             started = att.start(None)
             if started is None:
@@ -239,7 +258,15 @@ class SyncProbeTransport(_Base, httpx.BaseTransport):
             deadline = None if total is None else att.t0 + total
             failure: BaseException | None = None
             try:
-                response = self._send(request)
+                if pool is None:
+                    response = self._send(request)
+                else:  # SyncDirect's steps, inline (see _direct)
+                    assert isinstance(request.stream, httpx.SyncByteStream)  # as httpx does
+                    try:
+                        sent = pool.handle_request(core_request(request))
+                    except Exception as exc:  # noqa: BLE001 - mapped, as httpx does
+                        raise as_httpx(exc)  # noqa: B904 - its cause is exc already
+                    response = sync_response(sent)
             except BaseException as exc:  # noqa: BLE001 - re-raised below, after the event
                 failure = exc
             if failure is not None:

@@ -297,14 +297,17 @@ def _seen(outcome: httpx.Response | BaseException) -> tuple[Any, ...]:
     return (type(outcome), str(outcome), type(cause) if cause is not None else None)
 
 
-def _config() -> ProbeConfig:
-    return ProbeConfig(service="checkout", timeouts=Timeouts(read=0.3))
+def _config(total: float | None) -> ProbeConfig:
+    # Without a total deadline the transports send inline; with one, through _direct's class.
+    return ProbeConfig(service="checkout", timeouts=Timeouts(read=0.3, total=total))
 
 
-async def _async_run(upstream: Any, raw: Any, key: str) -> tuple[list[Any], list[ProbeEvent]]:
+async def _async_run(
+    upstream: Any, raw: Any, key: str, total: float | None
+) -> tuple[list[Any], list[ProbeEvent]]:
     sink = MemorySink()
     seen: list[tuple[Any, ...]] = []
-    async with httpx.AsyncClient(transport=ProbeTransport(_config(), sink)) as client:
+    async with httpx.AsyncClient(transport=ProbeTransport(_config(total), sink)) as client:
         for url in _targets(upstream, raw, key):
             try:
                 seen.append(_seen(await client.get(url)))
@@ -313,10 +316,12 @@ async def _async_run(upstream: Any, raw: Any, key: str) -> tuple[list[Any], list
     return seen, [stable(e, {f"/flaky/{key}": "/flaky"}) for e in sink.events]
 
 
-def _sync_run(upstream: Any, raw: Any, key: str) -> tuple[list[Any], list[ProbeEvent]]:
+def _sync_run(
+    upstream: Any, raw: Any, key: str, total: float | None
+) -> tuple[list[Any], list[ProbeEvent]]:
     sink = MemorySink()
     seen: list[tuple[Any, ...]] = []
-    with httpx.Client(transport=SyncProbeTransport(_config(), sink)) as client:
+    with httpx.Client(transport=SyncProbeTransport(_config(total), sink)) as client:
         for url in _targets(upstream, raw, key):
             try:
                 seen.append(_seen(client.get(url)))
@@ -341,29 +346,35 @@ def _kinds(seen: list[tuple[Any, ...]]) -> list[Any]:
     return [s[:2] if s[0] == "response" else s[0] for s in seen]
 
 
+@pytest.mark.parametrize("total", [None, 30.0], ids=["inline", "deadline"])
 async def test_async_sending_directly_is_sending_through_httpx(
-    upstream, raw, monkeypatch: pytest.MonkeyPatch
+    upstream, raw, monkeypatch: pytest.MonkeyPatch, total: float | None
 ) -> None:
     """_direct sends through httpx's pool itself: the caller sees what httpx's transport
     gives (responses, exception types, messages, causes) and the events are the same."""
-    direct = ProbeTransport(_config(), MemorySink())
+    direct = ProbeTransport(_config(total), MemorySink())
+    assert direct._pool is not None
     assert direct._send.__self__ is not direct._inner  # type: ignore[attr-defined]
-    seen, events = await _async_run(upstream, raw, "direct-async-a")
+    seen, events = await _async_run(upstream, raw, f"direct-async-a-{total is None}", total)
     monkeypatch.setattr(transport_module, "direct_pool", lambda transport: None)
-    plain = ProbeTransport(_config(), MemorySink())
+    plain = ProbeTransport(_config(total), MemorySink())
+    assert plain._pool is None
     assert plain._send.__self__ is plain._inner  # type: ignore[attr-defined]
-    assert await _async_run(upstream, raw, "direct-async-b") == (seen, events)
+    again = await _async_run(upstream, raw, f"direct-async-b-{total is None}", total)
+    assert again == (seen, events)
     assert _kinds(seen) == _KINDS
     assert len(events) == 13  # 8 requests, five of them retried once
 
 
+@pytest.mark.parametrize("total", [None, 30.0], ids=["inline", "deadline"])
 def test_sync_sending_directly_is_sending_through_httpx(
-    upstream, raw, monkeypatch: pytest.MonkeyPatch
+    upstream, raw, monkeypatch: pytest.MonkeyPatch, total: float | None
 ) -> None:
-    seen, events = _sync_run(upstream, raw, "direct-sync-a")
+    seen, events = _sync_run(upstream, raw, f"direct-sync-a-{total is None}", total)
     monkeypatch.setattr(transport_module, "direct_pool", lambda transport: None)
-    plain = SyncProbeTransport(_config(), MemorySink())
+    plain = SyncProbeTransport(_config(total), MemorySink())
+    assert plain._pool is None
     assert plain._send.__self__ is plain._inner  # type: ignore[attr-defined]
-    assert _sync_run(upstream, raw, "direct-sync-b") == (seen, events)
+    assert _sync_run(upstream, raw, f"direct-sync-b-{total is None}", total) == (seen, events)
     assert _kinds(seen) == _KINDS
     assert len(events) == 13

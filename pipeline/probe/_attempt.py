@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import httpx
 
 from pipeline.probe._errors import classify_exception
+from pipeline.probe._record import Record
 from pipeline.probe.breaker import BreakerStateName, CircuitBreaker
 from pipeline.probe.tracecontext import SAMPLED, parse_traceparent, take_span_id
 from pipeline.probe.tracecontext import ambient_trace as current_trace
@@ -409,7 +410,7 @@ class _Attempt:
         core = self.core
         try:
             core.put(
-                (
+                Record(
                     core.ctx,
                     self.started_at,
                     self.t0,

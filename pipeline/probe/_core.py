@@ -237,7 +237,7 @@ class _Core:
             self.short_circuits += 1
         try:
             self.put(
-                (
+                Record(
                     self.ctx,
                     _wall(),
                     0.0,

@@ -340,7 +340,7 @@ class ProducerThread:
         for event in events:
             try:
                 body: Any
-                if isinstance(event, tuple):
+                if type(event) is Record:
                     key, body = wire_event(event)
                 elif isinstance(event, ProbeEvent):
                     key, body = table_key(event), event  # a ProbeEvent encodes as itself

@@ -1,6 +1,6 @@
 """The probe's compact form of a terminal attempt, and how it becomes a :class:`ProbeEvent`.
 
-The caller's thread only records what it measured: a flat tuple (:data:`Record`) of raw
+The caller's thread only records what it measured: a flat :class:`Record` of raw
 timings, ids and labels, built in one step when the attempt ends. Everything derived from
 those (elapsed and phase milliseconds, the outcome of a status code, severity, bytes sent,
 the simulated NAT address) is computed later, by whoever consumes the record: the Kafka
@@ -31,28 +31,56 @@ class RecordContext(msgspec.Struct, frozen=True, gc=False):
     """What a record shares with every other record of its transport.
 
     ``gc=False``: the cyclic collector never tracks it (it references no container that
-    could lead back to it), so a record, a tuple of it and plain values, is untracked too
-    at the collector's first look, instead of being traversed while it waits in a queue.
+    could lead back to it); nor a :class:`Record`, which holds it and plain values.
     """
 
     service: str
     nat: Any  # NatMapping
 
 
-Record = tuple[Any, ...]
-"""``(context, started_at, t0, t_headers, t_end, method, route, upstream, outcome,
-error_class, trace_id, request_id, logical_id, attempt, status_code, declared_bytes,
-bytes_received, body_complete, internal_ip, breaker_state, pool_wait_ms, connect_s,
-tls_s)``.
+class Record(msgspec.Struct, gc=False):
+    """One ended attempt as the caller's thread measured it, built positionally.
 
-``t0``, ``t_headers`` (0.0: no response) and ``t_end`` are ``perf_counter`` values.
-``method`` is the request's (the event's label, ``OTHER`` for an extension method, is made
-here).
-``outcome`` None means "from ``status_code``" (a response that arrived). ``status_code`` is
-as received (out-of-range values become ``protocol_error`` and no status). ``logical_id`` is
-16 hex characters, as the event has it. ``declared_bytes`` is the request body length;
-bytes sent is 0 for an error class that sent nothing. ``connect_s``/``tls_s`` are seconds.
-"""
+    ``t0``, ``t_headers`` (0.0: no response) and ``t_end`` are ``perf_counter`` values.
+    ``method`` is the request's (the event's label, ``OTHER`` for an extension method, is
+    made here). ``outcome`` None means "from ``status_code``" (a response that arrived).
+    ``status_code`` is as received (out-of-range values become ``protocol_error`` and no
+    status). ``logical_id`` is 16 hex characters, as the event has it. ``declared_bytes`` is
+    the request body length; bytes sent is 0 for an error class that sent nothing.
+    ``connect_s``/``tls_s`` are seconds.
+
+    A struct with ``gc=False``, not a tuple: a tuple is tracked by the cyclic collector from
+    its creation to the collector's first look at it, and counts towards the next
+    collection; a record is made on every request and waits in a queue up to a flush
+    interval. It holds no container that could lead back to it.
+    """
+
+    ctx: RecordContext
+    started_at: float
+    t0: float
+    t_headers: float
+    t_end: float
+    method: str
+    route: str
+    upstream: str
+    outcome: Any  # Outcome | None
+    error_class: Any  # ErrorClass | None
+    trace_id: str
+    request_id: str
+    logical_id: str
+    attempt: int
+    status_code: int | None
+    declared_bytes: int
+    bytes_received: int
+    body_complete: bool
+    internal_ip: str | None
+    breaker_state: str | None
+    pool_wait_ms: float | None
+    connect_s: float | None
+    tls_s: float | None
+
+
+_astuple = msgspec.structs.astuple
 
 _METHODS: Final = tuple(method for method in get_args(Method) if method != "OTHER")
 _METHOD_LABELS: Final = {method: method for method in _METHODS}
@@ -152,7 +180,7 @@ def wire_event(record: Record) -> tuple[str, _WireEvent]:
         pool_wait_ms,
         connect_s,
         tls_s,
-    ) = record
+    ) = _astuple(record)
     if status is None:
         if outcome is None:
             outcome, error_class = "protocol_error", "remote_protocol_error"

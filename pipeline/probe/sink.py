@@ -70,7 +70,7 @@ class MemorySink:
         with self._lock:
             items = self._events
             for index, item in enumerate(items):
-                if type(item) is tuple:
+                if type(item) is Record:
                     items[index] = materialize(item)
             return list(items)  # type: ignore[arg-type]  # all events now
 

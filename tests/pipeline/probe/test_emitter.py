@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
 from pipeline.envelope import decode_batch
 from pipeline.partitioning import key_bytes, partition_for_key
-from pipeline.probe._record import RecordContext, materialize
+from pipeline.probe._record import Record, RecordContext, materialize
 from pipeline.probe.emitter import EmitterStats, KafkaEmitter, _BoundedQueue, resolve_compression
 from pipeline.probe.nat import NatMapping
 from pipeline.probe.sink import EventSink
@@ -519,9 +519,9 @@ def test_many_threads_submitting_while_sending_lose_nothing_uncounted(
 # -- probe records: the event is built in the emitter's thread ------------------------------
 
 
-def probe_record(i: int) -> tuple[Any, ...]:
+def probe_record(i: int) -> Record:
     """A record as the transport hands it over (see pipeline.probe._record)."""
-    return (
+    return Record(
         RecordContext("checkout", NatMapping()),
         BASE.started_at + i,
         10.0,
@@ -560,7 +560,7 @@ def test_records_become_the_same_events_in_the_thread(
     assert stats.sent_events == stats.submitted == 240 and stats.dropped_total == 0
     sent = {e.request_id: e for e in kafka.all_events()}
     for rec in records:
-        assert sent[rec[11]] == materialize(rec)
+        assert sent[rec.request_id] == materialize(rec)
     # Each event went to its table key's partition, as an event submitted as such does.
     for partition, events in kafka.events_by_partition().items():
         assert {partition_for_key(table_key(e), kafka.partitions) for e in events} == {partition}
@@ -570,10 +570,10 @@ def test_a_record_that_cannot_be_encoded_costs_only_itself(
     make_emitter: Callable[..., KafkaEmitter], kafka: FakeKafka
 ) -> None:
     records = [probe_record(i) for i in range(20)]
-    broken = list(probe_record(99))
-    broken[10] = object()  # a trace id JSON cannot hold: found when its record is encoded
+    # A trace id JSON cannot hold: found when its record is encoded.
+    broken = msgspec.structs.replace(probe_record(99), trace_id=object())
     emitter = make_emitter(batch_max_events=50)
-    for rec in records[:10] + [tuple(broken)] + records[10:]:
+    for rec in records[:10] + [broken] + records[10:]:
         emitter.submit_record(rec)
     stats = emitter.close()
     assert stats.dropped_invalid == 1 and stats.sent_events == 20 and settled(stats) == 21

@@ -31,6 +31,7 @@ from pipeline.probe import (
     trace_context,
 )
 from pipeline.probe import transport as transport_module
+from pipeline.probe._record import Record
 from pipeline.probe._streams import _AsyncAttempt, _SyncAttempt
 from pipeline.probe.config import Timeouts
 from pipeline.probe.sink import record_submitter
@@ -82,7 +83,7 @@ async def test_records_give_the_same_events_as_the_transport_building_them(upstr
     fast, plain = MemorySink(), EventsOnly()
     assert record_submitter(fast) is not None and record_submitter(plain) is None
     await _traffic(fast, upstream.base, "hot-path-a")
-    assert all(type(item) is tuple for item in fast._events)  # records until read
+    assert all(type(item) is Record for item in fast._events)  # records until read
     await _traffic(plain, upstream.base, "hot-path-b")
     keyless = {"/flaky/hot-path-a": "/flaky", "/flaky/hot-path-b": "/flaky"}
     fast_events = [stable(e, keyless) for e in fast.events]

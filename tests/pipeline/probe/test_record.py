@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from pipeline.envelope import encode_batch, encode_batch_of
 from pipeline.probe._errors import classify_status
 from pipeline.probe._record import (
+    Record,
     RecordContext,
     _WireEvent,
     event_values,
@@ -118,10 +119,10 @@ def reference_event(
     )
 
 
-def record_of(fields: dict[str, Any]) -> tuple[Any, ...]:
+def record_of(fields: dict[str, Any]) -> Record:
     """The record ``_Attempt.finish`` builds from these values."""
     f = fields
-    return (
+    return Record(
         CTX,
         f["started_at"],
         f["t0"],
@@ -245,7 +246,7 @@ def test_a_record_gives_the_event_the_probe_used_to_build(values: dict[str, Any]
 
 def test_breaker_open_record_gives_the_former_breaker_open_event() -> None:
     """emit_breaker_open: no timing (t0 = t_headers = t_end = 0.0), nothing sent."""
-    record = (
+    record = Record(
         CTX,
         1_767_225_600.0,
         0.0,
@@ -299,11 +300,21 @@ def test_wire_struct_matches_the_schema() -> None:
 
 
 def test_a_waiting_record_costs_the_cyclic_collector_nothing() -> None:
-    """Records wait in queues: after one collection the collector no longer tracks them."""
+    """Records wait in queues: the collector never tracks them, nor counts them towards
+    its next collection (allocations of tracked objects do)."""
     record = record_of(sample())
-    gc.collect()
     assert not gc.is_tracked(record)
     assert not gc.is_tracked(CTX)
+    values = sample()
+    gc.disable()
+    try:
+        gc.collect()
+        before = gc.get_count()[0]
+        records = [record_of(values) for _ in range(1000)]
+        assert gc.get_count()[0] - before < 10  # a tuple each would count 1,000
+    finally:
+        gc.enable()
+    assert len(records) == 1000
 
 
 # -- which sinks get records ------------------------------------------------------------
@@ -323,7 +334,7 @@ class _OverridesBoth(MemorySink):
     def submit(self, event: ProbeEvent) -> None:
         super().submit(event)
 
-    def submit_record(self, record: tuple[Any, ...]) -> None:
+    def submit_record(self, record: Record) -> None:
         super().submit_record(record)
 
 

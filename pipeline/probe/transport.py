@@ -46,12 +46,12 @@ from pipeline.probe._base import DEFAULT_LIMITS, ProbeStats, _Base, _pool_limit
 from pipeline.probe._core import _Core
 from pipeline.probe._direct import (
     AsyncDirect,
+    AsyncResponseStream,
     SyncDirect,
     as_httpx,
-    async_response,
     core_request,
     direct_pool,
-    sync_response,
+    httpx_response,
 )
 from pipeline.probe._errors import (
     CircuitOpenError,
@@ -135,7 +135,7 @@ class ProbeTransport(_Base, httpx.AsyncBaseTransport):
                         sent = await pool.handle_async_request(core_request(request))
                     except Exception as exc:  # noqa: BLE001 - mapped, as httpx does
                         raise as_httpx(exc)  # noqa: B904 - its cause is exc already
-                    response = async_response(sent)
+                    response = httpx_response(sent, AsyncResponseStream)
             except BaseException as exc:  # noqa: BLE001 - re-raised below, after the event
                 failure = exc
             if failure is not None:
@@ -222,7 +222,6 @@ class SyncProbeTransport(_Base, httpx.BaseTransport):
         self._inner = transport
         self._core = _Core(config, sink, pool_limit=_pool_limit(limits))
         pool = direct_pool(transport)  # httpx's own transport: its pool, without its wrapper
-        self._pool = pool
         self._send = transport.handle_request if pool is None else SyncDirect(pool).handle_request
 
     @classmethod
@@ -243,7 +242,6 @@ class SyncProbeTransport(_Base, httpx.BaseTransport):
             core.internal_error(exc, request)
             return self._inner.handle_request(request)
         total = core.total_s
-        pool = self._pool
         while True:
             started = att.start(None)
             if started is None:
@@ -258,15 +256,7 @@ class SyncProbeTransport(_Base, httpx.BaseTransport):
             deadline = None if total is None else att.t0 + total
             failure: BaseException | None = None
             try:
-                if pool is None:
-                    response = self._send(request)
-                else:  # SyncDirect's steps, inline (see _direct)
-                    assert isinstance(request.stream, httpx.SyncByteStream)  # as httpx does
-                    try:
-                        sent = pool.handle_request(core_request(request))
-                    except Exception as exc:  # noqa: BLE001 - mapped, as httpx does
-                        raise as_httpx(exc)  # noqa: B904 - its cause is exc already
-                    response = sync_response(sent)
+                response = self._send(request)
             except BaseException as exc:  # noqa: BLE001 - re-raised below, after the event
                 failure = exc
             if failure is not None:

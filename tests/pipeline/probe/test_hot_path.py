@@ -299,7 +299,7 @@ def _seen(outcome: httpx.Response | BaseException) -> tuple[Any, ...]:
 
 
 def _config(total: float | None) -> ProbeConfig:
-    # Without a total deadline the transports send inline; with one, through _direct's class.
+    # Without a total deadline the async transport sends inline; with one, through AsyncDirect.
     return ProbeConfig(service="checkout", timeouts=Timeouts(read=0.3, total=total))
 
 
@@ -374,7 +374,6 @@ def test_sync_sending_directly_is_sending_through_httpx(
     seen, events = _sync_run(upstream, raw, f"direct-sync-a-{total is None}", total)
     monkeypatch.setattr(transport_module, "direct_pool", lambda transport: None)
     plain = SyncProbeTransport(_config(total), MemorySink())
-    assert plain._pool is None
     assert plain._send.__self__ is plain._inner  # type: ignore[attr-defined]
     assert _sync_run(upstream, raw, f"direct-sync-b-{total is None}", total) == (seen, events)
     assert _kinds(seen) == _KINDS

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import re
 import shutil
@@ -81,8 +82,6 @@ def run_child(variant: str, n: int) -> None:
 
         def close(self) -> None:
             return None
-
-    import gc
 
     probed = variant.startswith("probe")
     if variant.endswith("_sync"):

@@ -98,7 +98,7 @@ _NOTHING_SENT: Final = NOTHING_SENT_ERROR_CLASSES | {"pool_timeout", "tls_error"
 
 def event_values(record: Record) -> tuple[Any, ...]:
     """The event's field values, in :class:`ProbeEvent`'s field order, from ``record``."""
-    return msgspec.structs.astuple(wire_event(record)[1])
+    return _astuple(wire_event(record)[1])
 
 
 _FIELDS: Final = ProbeEvent.__struct_fields__

@@ -395,6 +395,8 @@ def summarize(series: dict[str, Series]) -> dict[str, Any]:
             # The same overhead per round (against bare's block of that round), then the
             # median: less swayed by a slow stretch of the machine than the pooled median.
             "overhead_pct_rounds_median": round(statistics.median(per_round), 1),
+            "overhead_pct_rounds": [round(v, 1) for v in per_round],  # in the order run
+            "median_ms_rounds": [round(m / 1e6, 4) for m in s.round_medians_ns],
             "cpu_us_per_req_total": round(statistics.median(s.cpu_us), 1),
             "cpu_us_per_req_added": round(statistics.median(added), 1),
             "other_threads_cpu_us_per_req": round(statistics.median(s.other_threads_cpu_us), 1),

@@ -1,9 +1,9 @@
 """The emitter's background half: one daemon thread, its own event loop, one Kafka producer.
 
 Nothing here runs on a caller's thread or loop. The thread takes events from an
-:class:`EventSource` (the emitter's bounded queue; a probe record is built into its event
-here, :func:`pipeline.probe._record.wire`), encodes them, groups them by target partition
-and sends one batch-envelope record per group, then waits for the acks before it takes more,
+:class:`EventSource` (the emitter's bounded queue), has them built into batch-envelope
+records, one or more per target partition (:mod:`pipeline.probe._batches`; a probe record's
+event is built there), sends them, then waits for the acks before it takes more,
 so at most one cycle of events (``drain_max_events``) is ever outside the queue.
 
 Life of the thread::
@@ -40,18 +40,12 @@ from aiokafka.errors import (
     RecordTooLargeError,
 )
 
-from pipeline.envelope import encode_batch_of
 from pipeline.logs import log_fields
-from pipeline.partitioning import key_bytes, partition_for_key
-from pipeline.probe._record import Record, wire_event
-from pipeline.schema import ProbeEvent, table_key
+from pipeline.probe._batches import Item, RecordBatcher
 
-__all__ = ["EventSource", "Item", "ProducerConfig", "ProducerThread"]
+__all__ = ["EventSource", "ProducerConfig", "ProducerThread"]
 
 log = logging.getLogger("egresswatch.emitter")
-
-Item = ProbeEvent | Record
-"""What the queue holds: an event, or a probe record whose event this thread builds."""
 
 
 class EventSource(Protocol):
@@ -129,14 +123,6 @@ def _failure_of(future: asyncio.Future[Any]) -> BaseException | None:
     return future.exception()
 
 
-def _encodes(body: Any) -> bool:
-    try:
-        encode_batch_of("", 0, 0.0, [body])
-    except Exception:  # noqa: BLE001 - whatever the reason, it cannot be sent
-        return False
-    return True
-
-
 class _SendFailed(Exception):
     """A cycle's send failed or timed out; its events were re-queued (or counted as dropped)."""
 
@@ -165,7 +151,11 @@ class ProducerThread:
         self._wake: asyncio.Event | None = None
         self._close_deadline: float | None = None  # time.monotonic() value
         self._send_bound: asyncio.Timeout | None = None  # a cycle's sends, while they run
-        self._seq: dict[int, int] = {}
+        self._batcher = RecordBatcher(
+            producer_id=config.producer_id,
+            batch_max_events=config.batch_max_events,
+            max_record_bytes=config.max_record_bytes,
+        )
         self._outage_logged = False
         self._rejected_logged_at = -1e9
         self.connected = False
@@ -269,11 +259,13 @@ class ProducerThread:
         config = self._config
         started = time.monotonic()
         try:
-            records = self._build_records(events)
+            records, invalid = self._batcher.build(events, self.num_partitions, self._clock())
         except Exception:  # a bug, not a Kafka failure: count what it cost, keep running
             log.exception("could not build probe records; their events are dropped")
             self._source.record_invalid(len(events))
             return
+        if invalid:
+            self._source.record_invalid(invalid)
         pending: list[tuple[asyncio.Future[Any], list[Item]]] = []
         outcomes: list[tuple[BaseException, list[Item]]] = []
         # One bound for all the sends (not a wait_for task per record): what it cuts short
@@ -323,103 +315,6 @@ class ProducerThread:
             self._source.requeue(retry)
         first = next(exc for exc, _ in outcomes if not isinstance(exc, _REJECTED))
         raise _SendFailed(f"{len(retry)} events not acknowledged") from first
-
-    def _build_records(self, events: list[Item]) -> list[tuple[int, bytes, bytes, list[Item]]]:
-        """Build the events (of records), group them by partition, cut the groups into
-        records, wrap each in an envelope. A failed record keeps its items as they came.
-
-        Each record's envelope and events are encoded in one call (the events are not
-        encoded one by one first); a record over ``max_record_bytes`` is cut in halves and
-        encoded again, down to one event (which the broker may then refuse: counted).
-        """
-        # Grouped by table key first (a dict lookup per event; the partition is then
-        # computed once per key), then the keys of one partition joined: each key's events
-        # keep their order, which is all Kafka's per-partition order is used for.
-        by_key: dict[str, tuple[list[Any], list[Item]]] = {}
-        invalid = 0
-        for event in events:
-            try:
-                body: Any
-                if type(event) is Record:
-                    key, body = wire_event(event)
-                elif isinstance(event, ProbeEvent):
-                    key, body = table_key(event), event  # a ProbeEvent encodes as itself
-                else:
-                    raise TypeError(f"not a probe event: {type(event).__name__}")
-            except Exception:  # noqa: BLE001 - not a ProbeEvent: counted, never sent
-                invalid += 1
-                continue
-            group = by_key.get(key)
-            if group is None:
-                by_key[key] = ([body], [event])
-            else:
-                group[0].append(body)
-                group[1].append(event)
-        num_partitions = self.num_partitions
-        groups: dict[int, tuple[list[str], list[Any], list[Item]]] = {}
-        for key, (bodies, items) in by_key.items():
-            partition = partition_for_key(key, num_partitions)
-            joined = groups.get(partition)
-            if joined is None:
-                groups[partition] = ([key] * len(bodies), bodies, items)
-            else:
-                joined[0].extend([key] * len(bodies))
-                joined[1].extend(bodies)
-                joined[2].extend(items)
-        if invalid:
-            self._source.record_invalid(invalid)
-        records: list[tuple[int, bytes, bytes, list[Item]]] = []
-        sent_at = self._clock()
-        step = self._config.batch_max_events
-        for partition, (keys, bodies, items) in groups.items():
-            for start in range(0, len(bodies), step):
-                end = start + step
-                self._add_records(
-                    records,
-                    partition,
-                    keys[start:end],
-                    bodies[start:end],
-                    items[start:end],
-                    sent_at,
-                )
-        return records
-
-    def _add_records(
-        self,
-        records: list[tuple[int, bytes, bytes, list[Item]]],
-        partition: int,
-        keys: list[str],
-        bodies: list[Any],
-        items: list[Item],
-        sent_at: float,
-    ) -> None:
-        """Append one record of ``bodies`` to ``records``, or two halves if it is too big.
-        Its Kafka key is its first event's table key."""
-        seq = self._seq.get(partition, 0)
-        try:
-            value = encode_batch_of(self._config.producer_id, seq, sent_at, bodies)
-        except Exception:  # noqa: BLE001 - a record with a value JSON cannot hold
-            good = [i for i, body in enumerate(bodies) if _encodes(body)]
-            self._source.record_invalid(len(bodies) - len(good))
-            if good:
-                self._add_records(
-                    records,
-                    partition,
-                    [keys[i] for i in good],
-                    [bodies[i] for i in good],
-                    [items[i] for i in good],
-                    sent_at,
-                )
-            return
-        if len(value) > self._config.max_record_bytes and len(bodies) > 1:
-            half = len(bodies) // 2
-            for part in (slice(None, half), slice(half, None)):
-                self._add_records(
-                    records, partition, keys[part], bodies[part], items[part], sent_at
-                )
-            return
-        self._seq[partition] = seq + 1
-        records.append((partition, key_bytes(keys[0]), value, items))
 
     # -- helpers ------------------------------------------------------------------------
 

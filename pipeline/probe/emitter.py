@@ -47,7 +47,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
 
 from pipeline.envelope import MAX_EVENTS_PER_ENVELOPE
-from pipeline.probe._producer_thread import Item, ProducerConfig, ProducerFactory, ProducerThread
+from pipeline.probe._batches import Item
+from pipeline.probe._producer_thread import ProducerConfig, ProducerFactory, ProducerThread
 from pipeline.probe._record import Record
 from pipeline.schema import ProbeEvent
 from pipeline.topics import PROBE_EVENTS_TOPIC

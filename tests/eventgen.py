@@ -5,10 +5,13 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 
+import msgspec
 from aiokafka import AIOKafkaProducer
 
 from pipeline.envelope import encode_batch
 from pipeline.partitioning import partition_for_key
+from pipeline.probe._record import Record, RecordContext
+from pipeline.probe.nat import NatMapping
 from pipeline.schema import ProbeEvent, derive_severity, encode_event, table_key
 
 # One fixed, valid event: the emitter tests copy it with new ids.
@@ -26,6 +29,47 @@ EMITTER_BASE_EVENT = ProbeEvent(
     logical_request_id="00f067aa0ba902b7",
     status_code=200,
 )
+
+
+def emitter_event(i: int, *, routes: int = 50) -> ProbeEvent:
+    """The ``i``-th copy of EMITTER_BASE_EVENT: its own request id, start and one of
+    ``routes`` routes (so its own table key)."""
+    return msgspec.structs.replace(
+        EMITTER_BASE_EVENT,
+        route=f"/api/r{i % routes}/{{id}}",
+        request_id=f"{i + 1:016x}",
+        started_at=EMITTER_BASE_EVENT.started_at + i,
+    )
+
+
+def emitter_record(i: int) -> Record:
+    """The ``i``-th probe record, as the transport hands it over (see pipeline.probe._record):
+    one of 7 routes, every fifth a 503."""
+    return Record(
+        RecordContext("checkout", NatMapping()),
+        EMITTER_BASE_EVENT.started_at + i,
+        10.0,
+        10.004,
+        10.0125,
+        "GET",
+        f"/api/r{i % 7}/{{id}}",
+        "orders.internal:443",
+        None,
+        None,
+        EMITTER_BASE_EVENT.trace_id,
+        f"{i + 1:016x}",
+        f"{i + 1:016x}",
+        1,
+        200 if i % 5 else 503,
+        0,
+        11,
+        True,
+        "10.0.0.7",
+        "closed",
+        0.0,
+        None,
+        None,
+    )
 
 
 def make_event(

@@ -13,7 +13,7 @@ from pipeline.partitioning import key_bytes, partition_for_key
 from pipeline.probe._batches import Item, RecordBatcher
 from pipeline.probe._record import Record, materialize
 from pipeline.schema import ProbeEvent, table_key
-from tests.pipeline.probe.test_emitter import make_event, probe_record
+from tests.eventgen import emitter_event, emitter_record
 
 SENT_AT = 1_790_000_000.0
 
@@ -33,7 +33,9 @@ def event_of(item: Item) -> ProbeEvent:
 
 
 def test_records_and_events_alike_become_their_events_in_their_partition() -> None:
-    items: list[Item] = [make_event(i) for i in range(30)] + [probe_record(i) for i in range(30)]
+    items: list[Item] = [emitter_event(i) for i in range(30)] + [
+        emitter_record(i) for i in range(30)
+    ]
     records, invalid = batcher().build(items, 4, SENT_AT)
     assert invalid == 0
     seen: list[ProbeEvent] = []
@@ -51,15 +53,15 @@ def test_records_and_events_alike_become_their_events_in_their_partition() -> No
 
 def test_seq_counts_records_per_partition_across_builds() -> None:
     builder = batcher(batch_max_events=5)
-    first, _ = builder.build([make_event(i, routes=1) for i in range(12)], 4, SENT_AT)
-    second, _ = builder.build([make_event(i, routes=1) for i in range(3)], 4, SENT_AT)
+    first, _ = builder.build([emitter_event(i, routes=1) for i in range(12)], 4, SENT_AT)
+    second, _ = builder.build([emitter_event(i, routes=1) for i in range(3)], 4, SENT_AT)
     assert len({r.partition for r in first + second}) == 1  # one table key
     assert [decode_batch(r.value).seq for r in first + second] == [0, 1, 2, 3]
 
 
 def test_what_is_not_a_probe_event_or_cannot_be_encoded_is_counted_and_left_out() -> None:
-    broken = msgspec.structs.replace(probe_record(99), trace_id=object())
-    items: list[Any] = [probe_record(0), "not an event", broken, probe_record(1), None]
+    broken = msgspec.structs.replace(emitter_record(99), trace_id=object())
+    items: list[Any] = [emitter_record(0), "not an event", broken, emitter_record(1), None]
     records, invalid = batcher().build(items, 2, SENT_AT)
     assert invalid == 3
     sent = [item for record in records for item in record.items]
@@ -67,7 +69,7 @@ def test_what_is_not_a_probe_event_or_cannot_be_encoded_is_counted_and_left_out(
 
 
 def test_an_oversized_record_is_cut_until_it_fits_or_holds_one_event() -> None:
-    items = [make_event(i, routes=1) for i in range(40)]
+    items = [emitter_event(i, routes=1) for i in range(40)]
     records, invalid = batcher(max_record_bytes=2_000).build(items, 1, SENT_AT)
     assert invalid == 0 and len(records) > 1
     assert all(len(r.value) <= 2_000 or len(r.items) == 1 for r in records)
@@ -84,7 +86,7 @@ def test_an_oversized_record_is_cut_until_it_fits_or_holds_one_event() -> None:
 def test_every_item_in_exactly_one_record_and_each_key_in_order(
     picks: list[int], partitions: int, batch_max: int, max_bytes: int
 ) -> None:
-    items: list[Item] = [make_event(i, routes=7) if i % 2 else probe_record(i) for i in picks]
+    items: list[Item] = [emitter_event(i, routes=7) if i % 2 else emitter_record(i) for i in picks]
     records, invalid = batcher(batch_max_events=batch_max, max_record_bytes=max_bytes).build(
         items, partitions, SENT_AT
     )

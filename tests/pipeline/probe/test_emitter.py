@@ -20,25 +20,15 @@ from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
 from pipeline.envelope import decode_batch
 from pipeline.partitioning import key_bytes, partition_for_key
-from pipeline.probe._record import Record, RecordContext, materialize
+from pipeline.probe._record import materialize
 from pipeline.probe.emitter import EmitterStats, KafkaEmitter, _BoundedQueue, resolve_compression
-from pipeline.probe.nat import NatMapping
 from pipeline.probe.sink import EventSink
 from pipeline.schema import ProbeEvent, table_key
-from tests.eventgen import EMITTER_BASE_EVENT
+from tests.eventgen import EMITTER_BASE_EVENT, emitter_event, emitter_record
 
 NOWHERE = "127.0.0.1:1"  # nothing listens there: connection refused at once
 
 BASE = EMITTER_BASE_EVENT
-
-
-def make_event(i: int, *, routes: int = 50) -> ProbeEvent:
-    return msgspec.structs.replace(
-        BASE,
-        route=f"/api/r{i % routes}/{{id}}",
-        request_id=f"{i + 1:016x}",
-        started_at=BASE.started_at + i,
-    )
 
 
 def settled(stats: EmitterStats) -> int:
@@ -193,7 +183,7 @@ def test_events_are_packed_per_partition_the_way_the_router_hashes_keys(
 ) -> None:
     emitter = make_emitter(batch_max_events=100)
     for i in range(2_000):
-        emitter.submit(make_event(i))
+        emitter.submit(emitter_event(i))
     stats = emitter.close(timeout_s=5)
 
     assert stats.sent_events == 2_000 and stats.dropped_total == 0
@@ -210,7 +200,7 @@ def test_events_are_packed_per_partition_the_way_the_router_hashes_keys(
     for partition_seqs in seqs.values():  # one gap-free sequence per partition
         assert partition_seqs == list(range(len(partition_seqs)))
     got = sorted(kafka.all_events(), key=lambda e: e.request_id)
-    assert got == sorted((make_event(i) for i in range(2_000)), key=lambda e: e.request_id)
+    assert got == sorted((emitter_event(i) for i in range(2_000)), key=lambda e: e.request_id)
 
 
 def test_a_record_never_exceeds_max_record_bytes(
@@ -218,7 +208,7 @@ def test_a_record_never_exceeds_max_record_bytes(
 ) -> None:
     emitter = make_emitter(max_record_bytes=4_096)
     for i in range(500):
-        emitter.submit(make_event(i, routes=1))
+        emitter.submit(emitter_event(i, routes=1))
     assert emitter.close(timeout_s=5).sent_events == 500
     assert all(len(value) <= 4_096 for _, _, value in kafka.records)
     assert len(kafka.records) > 500 * 400 // 4_096
@@ -236,7 +226,7 @@ def test_a_full_cycle_is_sent_before_the_interval(
     emitter = make_emitter(flush_interval_s=30, batch_max_events=10, drain_max_events=50).start()
     wait_until(lambda: emitter.stats().connected)
     for i in range(50):
-        emitter.submit(make_event(i))
+        emitter.submit(emitter_event(i))
     wait_until(lambda: emitter.stats().sent_events == 50, timeout_s=3)
 
 
@@ -244,13 +234,13 @@ def test_partition_count_is_refreshed_from_metadata(
     make_emitter: Callable[..., KafkaEmitter], kafka: FakeKafka
 ) -> None:
     emitter = make_emitter(metadata_refresh_s=0.05, flush_interval_s=0.02)
-    emitter.submit(make_event(0))
+    emitter.submit(emitter_event(0))
     wait_until(lambda: emitter.stats().num_partitions == 4)
     kafka.partitions = 7
     wait_until(lambda: emitter.stats().num_partitions == 7)
     before = len(kafka.records)
     for i in range(200):
-        emitter.submit(make_event(i))
+        emitter.submit(emitter_event(i))
     emitter.close(timeout_s=5)
     assert len(kafka.records) > before
     for partition, _, value in kafka.records[before:]:
@@ -268,7 +258,7 @@ def test_reconnects_with_backoff_until_kafka_answers(
     kafka.start_failures = 3
     emitter = make_emitter()
     for i in range(100):
-        emitter.submit(make_event(i))
+        emitter.submit(emitter_event(i))
     wait_until(lambda: emitter.stats().sent_events == 100)
     assert kafka.starts == 4
 
@@ -281,7 +271,7 @@ def test_a_failed_send_is_requeued_and_sent_again(
     emitter.start()
     wait_until(lambda: emitter.stats().connected)
     for i in range(100):
-        emitter.submit(make_event(i))
+        emitter.submit(emitter_event(i))
     wait_until(lambda: emitter.stats().sent_events == 100)
     stats = emitter.close()
     assert stats.send_errors == 2 and stats.requeued == 20 and stats.dropped_total == 0
@@ -297,21 +287,23 @@ def test_a_record_the_broker_refuses_is_dropped_and_counted_not_retried(
     emitter.start()
     wait_until(lambda: emitter.stats().connected)
     for i in range(10):
-        emitter.submit(make_event(i, routes=1))
+        emitter.submit(emitter_event(i, routes=1))
     wait_until(lambda: emitter.stats().dropped_rejected == 10)
     for i in range(10, 20):
-        emitter.submit(make_event(i, routes=1))
+        emitter.submit(emitter_event(i, routes=1))
     stats = emitter.close()
     assert stats.sent_events == 10 and stats.requeued == 0 and settled(stats) == 20
 
 
 def test_requeue_goes_to_the_front_and_respects_the_bound() -> None:
     queue = _BoundedQueue(maxlen=5, wake_at=1)
-    queue.events.extend([make_event(i) for i in (10, 11, 12)])
-    queue.requeue([make_event(i) for i in (1, 2, 3, 4)])  # room for 2: the oldest 2 go
-    assert [_rid(e) for e in queue.events] == [make_event(i).request_id for i in (3, 4, 10, 11, 12)]
+    queue.events.extend([emitter_event(i) for i in (10, 11, 12)])
+    queue.requeue([emitter_event(i) for i in (1, 2, 3, 4)])  # room for 2: the oldest 2 go
+    assert [_rid(e) for e in queue.events] == [
+        emitter_event(i).request_id for i in (3, 4, 10, 11, 12)
+    ]
     assert queue.counts.requeued == 2 and queue.counts.dropped_queue_full == 2
-    assert [_rid(e) for e in queue.drain(3)] == [make_event(i).request_id for i in (3, 4, 10)]
+    assert [_rid(e) for e in queue.drain(3)] == [emitter_event(i).request_id for i in (3, 4, 10)]
 
 
 def test_submit_never_raises_even_on_garbage(
@@ -332,7 +324,7 @@ def test_close_sends_everything_queued_when_kafka_is_up(
 ) -> None:
     emitter = make_emitter(flush_interval_s=30)  # only close can flush what is under a batch
     for i in range(123):
-        emitter.submit(make_event(i))
+        emitter.submit(emitter_event(i))
     stats = emitter.close(timeout_s=5)
     assert stats.sent_events == 123 and stats.dropped_on_close == 0 and stats.queue_depth == 0
     assert len(kafka.all_events()) == 123
@@ -341,7 +333,7 @@ def test_close_sends_everything_queued_when_kafka_is_up(
 def test_close_with_kafka_down_returns_by_the_deadline_and_counts_the_rest() -> None:
     emitter = KafkaEmitter(NOWHERE, service="checkout", topic="probe")
     for i in range(1_000):
-        emitter.submit(make_event(i))
+        emitter.submit(emitter_event(i))
     started = time.monotonic()
     stats = emitter.close(timeout_s=0.5)
     elapsed = time.monotonic() - started
@@ -363,7 +355,7 @@ def test_close_when_acks_never_come_returns_in_time_and_counts_in_flight(
     kafka.hold_acks = True
     emitter = make_emitter(send_timeout_s=30)
     for i in range(300):
-        emitter.submit(make_event(i))
+        emitter.submit(emitter_event(i))
     started = time.monotonic()
     stats = emitter.close(timeout_s=0.5)
     assert time.monotonic() - started < 1.5
@@ -378,7 +370,7 @@ def test_close_cuts_short_a_cycle_that_is_stuck(
     setattr(kafka, f"hold_{stuck}", True)
     emitter = make_emitter(send_timeout_s=30, flush_interval_s=0.01)
     for i in range(100):
-        emitter.submit(make_event(i))
+        emitter.submit(emitter_event(i))
     wait_until(lambda: emitter.stats().queue_depth == 0)  # drained: the cycle is stuck
     time.sleep(0.05)
     started = time.monotonic()
@@ -433,11 +425,11 @@ def test_a_million_submits_with_kafka_down_keep_memory_flat(
     emitter = KafkaEmitter(NOWHERE, service="checkout", topic="probe")  # queue_max 100_000
     process = psutil.Process()
     for i in range(300_000):
-        emitter.submit(make_event(i))
+        emitter.submit(emitter_event(i))
     gc.collect()
     rss_full = process.memory_info().rss
     for i in range(300_000, 1_000_000):
-        emitter.submit(make_event(i))
+        emitter.submit(emitter_event(i))
     gc.collect()
     growth = process.memory_info().rss - rss_full
     stats = emitter.stats()
@@ -445,7 +437,7 @@ def test_a_million_submits_with_kafka_down_keep_memory_flat(
     assert stats.submitted == stats.enqueued == 1_000_000
     assert stats.dropped_queue_full == 900_000 and stats.sent_events == 0
     # drop-oldest: the oldest event still queued is the 900_001st submitted
-    assert _rid(emitter._queue.events[0]) == make_event(900_000).request_id
+    assert _rid(emitter._queue.events[0]) == emitter_event(900_000).request_id
     record(request, "rss_growth_mb_after_queue_full", round(growth / 2**20, 1))
     assert growth < 40 * 2**20
     emitter.close(timeout_s=0.2)
@@ -455,7 +447,7 @@ def test_submit_does_not_wait_for_an_unreachable_kafka(
     request: pytest.FixtureRequest,
 ) -> None:
     emitter = KafkaEmitter(NOWHERE, service="checkout", topic="probe", queue_max=1_000)
-    events = [make_event(i) for i in range(10_000)]
+    events = [emitter_event(i) for i in range(10_000)]
     emitter.submit(events[0])  # starts the thread
     durations = []
     started = time.perf_counter()
@@ -480,7 +472,7 @@ def test_many_threads_submitting_add_up_with_kafka_down() -> None:
     def work(offset: int) -> None:
         barrier.wait()
         for i in range(per_thread):
-            emitter.submit(make_event(offset + i))
+            emitter.submit(emitter_event(offset + i))
 
     workers = [threading.Thread(target=work, args=(n * per_thread,)) for n in range(threads)]
     for worker in workers:
@@ -502,7 +494,7 @@ def test_many_threads_submitting_while_sending_lose_nothing_uncounted(
 
     def work(offset: int) -> None:
         for i in range(per_thread):
-            emitter.submit(make_event(offset + i))
+            emitter.submit(emitter_event(offset + i))
 
     workers = [threading.Thread(target=work, args=(n * per_thread,)) for n in range(threads)]
     for worker in workers:
@@ -519,43 +511,14 @@ def test_many_threads_submitting_while_sending_lose_nothing_uncounted(
 # -- probe records: the event is built in the emitter's thread ------------------------------
 
 
-def probe_record(i: int) -> Record:
-    """A record as the transport hands it over (see pipeline.probe._record)."""
-    return Record(
-        RecordContext("checkout", NatMapping()),
-        BASE.started_at + i,
-        10.0,
-        10.004,
-        10.0125,
-        "GET",
-        f"/api/r{i % 7}/{{id}}",
-        "orders.internal:443",
-        None,
-        None,
-        BASE.trace_id,
-        f"{i + 1:016x}",
-        f"{i + 1:016x}",
-        1,
-        200 if i % 5 else 503,
-        0,
-        11,
-        True,
-        "10.0.0.7",
-        "closed",
-        0.0,
-        None,
-        None,
-    )
-
-
 def test_records_become_the_same_events_in_the_thread(
     make_emitter: Callable[..., KafkaEmitter], kafka: FakeKafka
 ) -> None:
     emitter = make_emitter(batch_max_events=50)
-    records = [probe_record(i) for i in range(120)]
+    records = [emitter_record(i) for i in range(120)]
     for i, rec in enumerate(records):
         emitter.submit_record(rec)
-        emitter.submit(make_event(1000 + i))  # events and records share the queue
+        emitter.submit(emitter_event(1000 + i))  # events and records share the queue
     stats = emitter.close()
     assert stats.sent_events == stats.submitted == 240 and stats.dropped_total == 0
     sent = {e.request_id: e for e in kafka.all_events()}
@@ -569,9 +532,9 @@ def test_records_become_the_same_events_in_the_thread(
 def test_a_record_that_cannot_be_encoded_costs_only_itself(
     make_emitter: Callable[..., KafkaEmitter], kafka: FakeKafka
 ) -> None:
-    records = [probe_record(i) for i in range(20)]
+    records = [emitter_record(i) for i in range(20)]
     # A trace id JSON cannot hold: found when its record is encoded.
-    broken = msgspec.structs.replace(probe_record(99), trace_id=object())
+    broken = msgspec.structs.replace(emitter_record(99), trace_id=object())
     emitter = make_emitter(batch_max_events=50)
     for rec in records[:10] + [broken] + records[10:]:
         emitter.submit_record(rec)
@@ -589,7 +552,7 @@ def test_a_failed_send_requeues_records_as_records(
     emitter = make_emitter(batch_max_events=10)
     emitter.start()
     wait_until(lambda: emitter.stats().connected)
-    records = [probe_record(i) for i in range(10)]
+    records = [emitter_record(i) for i in range(10)]
     for rec in records:
         emitter.submit_record(rec)
     wait_until(lambda: emitter.stats().sent_events == 10)
@@ -613,10 +576,10 @@ def test_submits_after_close_are_counted_as_submitted_and_dropped(
     make_emitter: Callable[..., KafkaEmitter],
 ) -> None:
     emitter = make_emitter()
-    emitter.submit_record(probe_record(0))
+    emitter.submit_record(emitter_record(0))
     emitter.close()
-    emitter.submit_record(probe_record(1))
-    emitter.submit(make_event(2))
+    emitter.submit_record(emitter_record(1))
+    emitter.submit(emitter_event(2))
     stats = emitter.stats()
     assert (stats.submitted, stats.enqueued, stats.sent_events) == (3, 1, 1)
     assert stats.dropped_on_close == 2 and settled(stats) == 3

@@ -20,7 +20,6 @@ re-encoding the URL). If either check fails, the public API is used instead.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import operator
 import time
@@ -111,7 +110,6 @@ class _Attempt:
         "connect",
         "done",
         "internal_ip",
-        "loop",
         "ours_on_request",
         "pool_wait_ms",
         "received",
@@ -145,7 +143,6 @@ class _Attempt:
     connect: float | None
     done: bool
     internal_ip: str | None
-    loop: asyncio.AbstractEventLoop | None
     ours_on_request: bool
     pool_wait_ms: float | None
     received: int
@@ -243,7 +240,7 @@ class _Attempt:
         nxt.breaker = self.breaker
         return nxt
 
-    def start(self, loop: asyncio.AbstractEventLoop | None) -> bool | None:
+    def start(self, asynchronous: bool) -> bool | None:
         """Ask the breaker, then stamp the request and start the clock.
 
         True: send. False: the breaker refused the attempt (its event is out). None: the
@@ -279,11 +276,10 @@ class _Attempt:
             self.connect = None
             self.tls = None
             self.t_headers = 0.0
-            self.loop = loop
             live = core.live
             live[id(self)] = self.upstream
             if core.options:
-                self._start_options(request, loop, len(live))
+                self._start_options(request, asynchronous, len(live))
             else:
                 self.trace_t = None
                 # The pool had a free slot if this transport's in-flight count was within it
@@ -301,16 +297,14 @@ class _Attempt:
                     breaker.release()
             return None
 
-    def _start_options(
-        self, request: httpx.Request, loop: asyncio.AbstractEventLoop | None, in_flight: int
-    ) -> None:
+    def _start_options(self, request: httpx.Request, asynchronous: bool, in_flight: int) -> None:
         """The rest of start() when the config asks for more: timeouts, phase timings."""
         core = self.core
         if core.timeout_ext is not None:
             request.extensions["timeout"] = core.timeout_ext
         if core.phase_timings:
             self.trace_t = {}
-            request.extensions["trace"] = self.atrace if loop is not None else self.trace
+            request.extensions["trace"] = self.atrace if asynchronous else self.trace
             self.pool_wait_ms = None  # measured by the trace callbacks
         else:
             self.trace_t = None

@@ -12,6 +12,7 @@ redacted (:func:`~pipeline.probe.redaction.redact_url`); they never reach the ca
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import threading
@@ -113,6 +114,10 @@ class _Core:
         self.orphaned = 0
         self.orphans_dropped = 0
         self.orphans: deque[_Attempt] = deque()
+        # The event loop of this transport's first async request: where orphans are drained
+        # when the collector finds them in another thread. Asked once, not per request:
+        # asyncio.get_running_loop() makes a getpid system call each time.
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._targets: dict[TargetKey, Target] = {}
         # Local address per live connection: anyio's get_extra_info costs ~15 us a call.
         # id(stream) -> (weak reference to the stream, address); bounded, cleared when full.
@@ -305,13 +310,19 @@ class _Core:
             counts[upstream] = counts.get(upstream, 0) + 1
         return counts
 
-    def orphan(self, attempt: _Attempt) -> None:
-        """Called from ``__del__``: only queue (no lock, no I/O); drained later."""
+    def orphan(self, attempt: _Attempt, *, asynchronous: bool) -> None:
+        """Called from ``__del__``: only queue (no lock, no I/O); drained later.
+
+        An async attempt's queue is drained on the event loop right after: the loop running
+        in this thread (the collector ran on it), else this transport's first loop.
+        """
         if len(self.orphans) < _MAX_ORPHANS:
             self.orphans.append(attempt)
         else:
             self.orphans_dropped += 1
-        loop = attempt.loop
+        if not asynchronous:
+            return
+        loop = asyncio.events._get_running_loop() or self.loop
         if loop is not None:
             try:
                 loop.call_soon_threadsafe(self.drain_orphans)

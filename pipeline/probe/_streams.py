@@ -36,11 +36,11 @@ from pipeline.probe._errors import DeadlineExceeded
 _perf = time.perf_counter
 
 
-def _orphan(attempt: _Attempt) -> None:
+def _orphan(attempt: _Attempt, *, asynchronous: bool) -> None:
     """From ``__del__``: queue an attempt whose response was dropped before its end."""
     if getattr(attempt, "_inner", None) is not None:  # else it never wrapped a body
         with contextlib.suppress(Exception):  # e.g. at interpreter shutdown
-            attempt.core.orphan(attempt)
+            attempt.core.orphan(attempt, asynchronous=asynchronous)
 
 
 async def _closed() -> None:
@@ -123,7 +123,7 @@ class _AsyncAttempt(_Attempt, httpx.AsyncByteStream):
 
     def __del__(self) -> None:
         if not getattr(self, "done", True):
-            _orphan(self)
+            _orphan(self, asynchronous=True)
 
 
 class _SyncAttempt(_Attempt, httpx.SyncByteStream):
@@ -174,4 +174,4 @@ class _SyncAttempt(_Attempt, httpx.SyncByteStream):
 
     def __del__(self) -> None:
         if not getattr(self, "done", True):
-            _orphan(self)
+            _orphan(self, asynchronous=False)

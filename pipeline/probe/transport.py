@@ -107,11 +107,14 @@ class ProbeTransport(_Base, httpx.AsyncBaseTransport):
         except Exception as exc:  # noqa: BLE001 - I5: send unobserved rather than fail
             core.internal_error(exc, request)
             return await self._inner.handle_async_request(request)
-        loop = asyncio.get_running_loop()
+        if core.loop is None:
+            core.loop = asyncio.get_running_loop()  # for orphans (see _Core.loop)
         total = core.total_s
+        # Only a deadline needs the loop per request: get_running_loop() costs a syscall.
+        loop = asyncio.get_running_loop() if total is not None else None
         pool = self._pool
         while True:
-            started = att.start(loop)
+            started = att.start(True)
             if started is None:
                 return await self._inner.handle_async_request(request)
             if not started:
@@ -121,7 +124,7 @@ class ProbeTransport(_Base, httpx.AsyncBaseTransport):
                 await asyncio.sleep(delay)
                 att = att.successor()
                 continue
-            deadline = None if total is None else loop.time() + total
+            deadline = None if loop is None or total is None else loop.time() + total
             failure: BaseException | None = None
             try:
                 if deadline is not None:
@@ -243,7 +246,7 @@ class SyncProbeTransport(_Base, httpx.BaseTransport):
             return self._inner.handle_request(request)
         total = core.total_s
         while True:
-            started = att.start(None)
+            started = att.start(False)
             if started is None:
                 return self._inner.handle_request(request)
             if not started:

@@ -7,6 +7,7 @@ import gc
 import ipaddress
 import json
 import ssl
+import threading
 from typing import Any
 
 import httpx
@@ -293,6 +294,30 @@ async def test_response_never_closed_is_reported_on_collection(upstream) -> None
         assert event.outcome == "ok" and not event.body_complete and event.bytes_received == 0
         stats = transport.stats()
         assert stats.orphaned_responses == 1 and stats.in_flight_total == 0
+
+
+async def test_response_collected_in_another_thread_is_reported_on_the_loop(upstream) -> None:
+    """The collector may find a dropped response in any thread (the emitter's, a worker's):
+    the orphan is still drained on the transport's event loop, not at its next request."""
+    sink = MemorySink()
+    transport = probe(sink)
+    async with httpx.AsyncClient(transport=transport, base_url=upstream.base) as client:
+        response = await client.send(client.build_request("GET", "/stream"), stream=True)
+        held = [response]
+        del response
+
+        def collect_elsewhere() -> None:
+            held.clear()
+            gc.collect()
+
+        collector = threading.Thread(target=collect_elsewhere)
+        collector.start()
+        collector.join()
+        assert sink.events == []  # queued by __del__ in that thread, not drained there
+        await asyncio.sleep(0)  # the drain was handed to this loop (call_soon_threadsafe)
+        event = only_event(sink)
+        assert event.outcome == "ok" and not event.body_complete
+        assert transport.stats().orphaned_responses == 1
 
 
 async def test_trace_context_continued_from_request_header(upstream) -> None:

@@ -277,7 +277,7 @@ class _Attempt:
             self.tls = None
             self.t_headers = 0.0
             live = core.live
-            live[id(self)] = self.upstream
+            live[span] = self.upstream  # keyed by the attempt's own new span id
             if core.options:
                 self._start_options(request, asynchronous, len(live))
             else:
@@ -290,7 +290,7 @@ class _Attempt:
             return True
         except Exception as exc:  # noqa: BLE001 - I5: send unobserved rather than fail
             self.done = True
-            core.live.pop(id(self), None)
+            core.live.pop(getattr(self, "request_id", ""), None)
             core.internal_error(exc, self.request)
             if state is not None and breaker is not None:
                 with contextlib.suppress(Exception):
@@ -451,4 +451,4 @@ class _Attempt:
                     breaker.on_success(elapsed_s)
             except Exception as exc:  # noqa: BLE001 - I5
                 core.internal_error(exc, self.request)
-        core.live.pop(id(self), None)
+        core.live.pop(self.request_id, None)

@@ -6,8 +6,9 @@ counts instead: each variant runs in a child process under ``valgrind --tool=cac
 sending GETs through an httpx client whose httpcore pool is canned (a fixed 200 response,
 no socket, no emitter thread): only the client's own code runs, the same every time.
 Instructions per request = (instructions of a run of ``large`` requests - those of a run of
-``small``) / (``large`` - ``small``): start-up and warm-up cancel out. Repeatable to about
-+-1,000 instructions (hash seeds and memory layout differ between runs).
+``small``) / (``large`` - ``small``): start-up and warm-up cancel out. Quick runs of the
+same code read within about +-1,500 instructions of each other, at times up to 2,800 apart
+(hash seeds and memory layout differ between runs): compare several runs, not one.
 
 Variants: httpx bare, and httpx through ``ProbeTransport`` (default ``ProbeConfig``: breaker
 and retry budget on) whose sink is a ``MemorySink`` (records appended under a lock, as the

@@ -67,7 +67,11 @@ def _events(n: int, base: float, rng: random.Random) -> list[ProbeEvent]:
 def _stored(endpoint: S3Endpoint, bucket: str) -> tuple[Counter[str], list[str]]:
     """request_id -> how many times it is in RGW, and the object keys."""
     fs = s3fs.S3FileSystem(**endpoint.s3fs_kwargs())
-    keys = [k.removeprefix(f"{bucket}/") for k in fs.find(f"{bucket}/egresswatch/events/")]
+    # Files only: when its listing comes back empty, s3fs's find() falls back to info() on
+    # the prefix, which names the prefix itself as a directory if the worker's first
+    # object lands in between (a GetObject on it then fails with NoSuchKey).
+    found = fs.find(f"{bucket}/egresswatch/events/", detail=True)
+    keys = [k.removeprefix(f"{bucket}/") for k, info in found.items() if info["type"] == "file"]
     seen: Counter[str] = Counter()
     for key in keys:
         for line in fs.cat_file(f"{bucket}/{key}").splitlines():

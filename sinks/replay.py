@@ -265,11 +265,20 @@ class ReplaySource:
         return [name.removeprefix(label) for name in names if name.startswith(label)]
 
     def list_objects(self, folder: str) -> dict[str, int]:
-        """Every key under the key prefix ``folder`` (ending in ``/``), with its size."""
+        """Every object under the key prefix ``folder`` (ending in ``/``), with its size.
+
+        Files only: when its listing comes back empty, s3fs's ``find()`` falls back to
+        ``info()`` on the prefix, which names the folder itself (as a directory) if the
+        sink's first object lands under it in between.
+        """
         with self.errors(f"{self.name}: {folder}"):
             found = self.fs.find(self.path_of(folder), detail=True)
         head = f"{self.root}/"
-        return {str(path).removeprefix(head): int(info["size"]) for path, info in found.items()}
+        return {
+            str(path).removeprefix(head): int(info["size"])
+            for path, info in found.items()
+            if info.get("type") == "file"
+        }
 
     def read(self, key: str) -> bytes:
         """The whole object, with one GET."""

@@ -315,6 +315,32 @@ def test_stray_and_temporary_files_are_skipped(tmp_path: Path) -> None:
     assert result.objects == (key,)
 
 
+class FolderAsEntryFS(LocalFileSystem):  # type: ignore[misc]
+    """``find`` also names the folder itself, as a directory: what s3fs's ``find()`` returns
+    when its listing comes back empty and its ``info()`` fallback sees the sink's first
+    object land under the prefix in between."""
+
+    cachable = False
+
+    def find(self, path, *args, **kwargs):
+        found = super().find(path, *args, **kwargs)
+        if kwargs.get("detail"):
+            name = str(path).rstrip("/")
+            found[name] = {"name": name, "size": 0, "type": "directory"}
+        return found
+
+
+def test_a_folder_named_among_the_objects_is_not_an_object(tmp_path: Path) -> None:
+    event = make_event(started_at=T0 + 1, elapsed_ms=1.0)
+    key = put(tmp_path, obj("checkout", T0, 0), [event])
+    source = ReplaySource(FolderAsEntryFS(), tmp_path.resolve().as_posix(), prefix=PREFIX)
+    folder = key.rpartition("/")[0]
+    assert source.list_objects(f"{folder}/") == {key: (tmp_path / key).stat().st_size}
+    result = replay(source, service="checkout", since=T0, until=T0 + 60)
+    assert list(result.events()) == [event]
+    assert result.objects == (key,) and result.ignored == ()
+
+
 # ------------------------------------------------------------------------ damage and errors
 
 

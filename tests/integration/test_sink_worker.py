@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import s3fs
 
 from pipeline.schema import ProbeEvent, decode_event
 from sinks.keys import parse_key
+from sinks.replay import ReplaySource
 from tables.windows import bucket_start
 from tests.eventgen import make_event, produce
 from tests.integration.test_worker import PARTITIONS, _create_topics, _wait_for
@@ -66,15 +66,12 @@ def _events(n: int, base: float, rng: random.Random) -> list[ProbeEvent]:
 
 def _stored(endpoint: S3Endpoint, bucket: str) -> tuple[Counter[str], list[str]]:
     """request_id -> how many times it is in RGW, and the object keys."""
-    fs = s3fs.S3FileSystem(**endpoint.s3fs_kwargs())
-    # Files only: when its listing comes back empty, s3fs's find() falls back to info() on
-    # the prefix, which names the prefix itself as a directory if the worker's first
-    # object lands in between (a GetObject on it then fails with NoSuchKey).
-    found = fs.find(f"{bucket}/egresswatch/events/", detail=True)
-    keys = [k.removeprefix(f"{bucket}/") for k, info in found.items() if info["type"] == "file"]
+    # Read as replay reads it: list_objects keeps objects only (see its docstring).
+    source = ReplaySource.s3(endpoint.url, endpoint.access_key, endpoint.secret_key, bucket)
+    keys = list(source.list_objects("egresswatch/events/"))
     seen: Counter[str] = Counter()
     for key in keys:
-        for line in fs.cat_file(f"{bucket}/{key}").splitlines():
+        for line in source.read(key).splitlines():
             if line.strip():
                 seen[decode_event(line).request_id] += 1
     return seen, keys

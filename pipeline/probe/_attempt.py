@@ -24,7 +24,7 @@ import contextlib
 import operator
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 
 import httpx
 
@@ -158,6 +158,7 @@ class _Attempt:
     _inner: Any  # the response's own byte stream
     _iter: Any
     _raw: bool  # _inner is httpcore's stream, in place of httpx's wrapper of it
+    asynchronous: ClassVar[bool] = False  # the async subclass's attempts run on an event loop
 
     def __init__(self, core: _Core, request: httpx.Request) -> None:
         """The first attempt of a new logical request (not started: see :meth:`start`)."""
@@ -240,7 +241,7 @@ class _Attempt:
         nxt.breaker = self.breaker
         return nxt
 
-    def start(self, asynchronous: bool) -> bool | None:
+    def start(self) -> bool | None:
         """Ask the breaker, then stamp the request and start the clock.
 
         True: send. False: the breaker refused the attempt (its event is out). None: the
@@ -279,7 +280,7 @@ class _Attempt:
             live = core.live
             live[span] = self.upstream  # keyed by the attempt's own new span id
             if core.options:
-                self._start_options(request, asynchronous, len(live))
+                self._start_options(request, len(live))
             else:
                 self.trace_t = None
                 # The pool had a free slot if this transport's in-flight count was within it
@@ -297,14 +298,14 @@ class _Attempt:
                     breaker.release()
             return None
 
-    def _start_options(self, request: httpx.Request, asynchronous: bool, in_flight: int) -> None:
+    def _start_options(self, request: httpx.Request, in_flight: int) -> None:
         """The rest of start() when the config asks for more: timeouts, phase timings."""
         core = self.core
         if core.timeout_ext is not None:
             request.extensions["timeout"] = core.timeout_ext
         if core.phase_timings:
             self.trace_t = {}
-            request.extensions["trace"] = self.atrace if asynchronous else self.trace
+            request.extensions["trace"] = self.atrace if self.asynchronous else self.trace
             self.pool_wait_ms = None  # measured by the trace callbacks
         else:
             self.trace_t = None

@@ -312,7 +312,7 @@ class _Core:
             counts[upstream] = counts.get(upstream, 0) + 1
         return counts
 
-    def orphan(self, attempt: _Attempt, *, asynchronous: bool) -> None:
+    def orphan(self, attempt: _Attempt) -> None:
         """Called from ``__del__``: only queue (no lock, no I/O); drained later.
 
         An async attempt's queue is drained on the event loop right after: the loop running
@@ -322,7 +322,7 @@ class _Core:
             self.orphans.append(attempt)
         else:
             self.orphans_dropped += 1
-        if not asynchronous:
+        if not attempt.asynchronous:
             return
         loop = asyncio.events._get_running_loop() or self.loop
         if loop is not None:

@@ -36,11 +36,11 @@ from pipeline.probe._errors import DeadlineExceeded
 _perf = time.perf_counter
 
 
-def _orphan(attempt: _Attempt, *, asynchronous: bool) -> None:
+def _orphan(attempt: _Attempt) -> None:
     """From ``__del__``: queue an attempt whose response was dropped before its end."""
     if getattr(attempt, "_inner", None) is not None:  # else it never wrapped a body
         with contextlib.suppress(Exception):  # e.g. at interpreter shutdown
-            attempt.core.orphan(attempt, asynchronous=asynchronous)
+            attempt.core.orphan(attempt)
 
 
 async def _closed() -> None:
@@ -69,6 +69,7 @@ class _AsyncAttempt(_Attempt, httpx.AsyncByteStream):
     """An attempt of the async transport; after ``got_response``, the response body."""
 
     __slots__ = ()  # the deadline is a loop.time() value
+    asynchronous = True
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         self._iter = self._inner.__aiter__()
@@ -123,7 +124,7 @@ class _AsyncAttempt(_Attempt, httpx.AsyncByteStream):
 
     def __del__(self) -> None:
         if not getattr(self, "done", True):
-            _orphan(self, asynchronous=True)
+            _orphan(self)
 
 
 class _SyncAttempt(_Attempt, httpx.SyncByteStream):
@@ -174,4 +175,4 @@ class _SyncAttempt(_Attempt, httpx.SyncByteStream):
 
     def __del__(self) -> None:
         if not getattr(self, "done", True):
-            _orphan(self, asynchronous=False)
+            _orphan(self)

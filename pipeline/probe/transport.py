@@ -107,14 +107,14 @@ class ProbeTransport(_Base, httpx.AsyncBaseTransport):
         except Exception as exc:  # noqa: BLE001 - I5: send unobserved rather than fail
             core.internal_error(exc, request)
             return await self._inner.handle_async_request(request)
-        if core.loop is None:
-            core.loop = asyncio.get_running_loop()  # for orphans (see _Core.loop)
         total = core.total_s
         # Only a deadline needs the loop per request: get_running_loop() costs a syscall.
         loop = asyncio.get_running_loop() if total is not None else None
+        if core.loop is None:
+            core.loop = loop or asyncio.get_running_loop()  # for orphans (see _Core.loop)
         pool = self._pool
         while True:
-            started = att.start(True)
+            started = att.start()
             if started is None:
                 return await self._inner.handle_async_request(request)
             if not started:
@@ -246,7 +246,7 @@ class SyncProbeTransport(_Base, httpx.BaseTransport):
             return self._inner.handle_request(request)
         total = core.total_s
         while True:
-            started = att.start(False)
+            started = att.start()
             if started is None:
                 return self._inner.handle_request(request)
             if not started:

@@ -42,11 +42,15 @@ def emitter_event(i: int, *, routes: int = 50) -> ProbeEvent:
     )
 
 
+# What every emitter_record shares (a NatMapping compiles its rules when made).
+_EMITTER_CONTEXT = RecordContext("checkout", NatMapping())
+
+
 def emitter_record(i: int) -> Record:
     """The ``i``-th probe record, as the transport hands it over (see pipeline.probe._record):
     one of 7 routes, every fifth a 503."""
     return Record(
-        RecordContext("checkout", NatMapping()),
+        _EMITTER_CONTEXT,
         EMITTER_BASE_EVENT.started_at + i,
         10.0,
         10.004,

@@ -19,7 +19,8 @@ transport calls :class:`SyncDirect` (a plain call: nothing to save by inlining i
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Final
 
 import httpcore
 import httpx
@@ -66,8 +67,8 @@ def direct_pool(transport: object) -> Any | None:
     return pool if callable(getattr(pool, method, None)) else None
 
 
-def core_request(request: httpx.Request) -> httpcore.Request:
-    """The httpcore request httpx's transports build for ``request``."""
+def _public_core_request(request: httpx.Request) -> httpcore.Request:
+    """The httpcore request httpx's transports build for ``request``, as they build it."""
     url = request.url
     return httpcore.Request(
         method=request.method,
@@ -80,15 +81,121 @@ def core_request(request: httpx.Request) -> httpcore.Request:
     )
 
 
-def httpx_response(sent: httpcore.Response, body: Any) -> httpx.Response:
-    """The httpx response httpx's transports make of httpcore's; ``body`` is the transport's
-    body wrapper (``AsyncResponseStream`` or ``ResponseStream``)."""
+def _public_httpx_response(sent: httpcore.Response, body: Any) -> httpx.Response:
+    """The httpx response httpx's transports make of httpcore's, as they make it."""
     return httpx.Response(
         status_code=sent.status,
         headers=sent.headers,
         stream=body(sent.stream),
         extensions=sent.extensions,
     )
+
+
+# The constructors above validate again what httpx (request) and httpcore (response) have
+# validated already: every header goes through two isinstance checks against typing ABCs
+# and a type check per name and value. Assigning the same attributes to a bare instance
+# gives an equal object for ~3.5 us less a request (measured: core_request 3.55 -> 0.55 us,
+# httpx_response 1.45 -> ~0.5 us). _fast_builders_agree() checks at import, on samples, that
+# both ways give equal objects; if they ever differ (another httpcore or httpx), the
+# constructors are used.
+_new = object.__new__
+_METHODS: Final = {
+    name: name.encode("ascii")
+    for name in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+}
+
+
+def _fast_core_request(request: httpx.Request) -> httpcore.Request:
+    method = _METHODS.get(request.method)
+    extensions = request.extensions
+    if method is None or "target" in extensions:  # rare: let the constructor handle it
+        return _public_core_request(request)
+    url = request.url
+    target = _new(httpcore.URL)
+    target.scheme = url.raw_scheme
+    target.host = url.raw_host
+    target.port = url.port
+    target.target = url.raw_path
+    core = _new(httpcore.Request)
+    core.method = method
+    core.url = target
+    core.headers = request.headers.raw  # a new list of (bytes, bytes), as the check wants
+    core.stream = request.stream  # httpx's byte stream: never None, never bytes
+    core.extensions = extensions
+    return core
+
+
+def _fast_httpx_response(sent: httpcore.Response, body: Any) -> httpx.Response:
+    headers = _new(httpx.Headers)
+    # httpcore's headers are (bytes, bytes) pairs (its Response enforces it).
+    headers._list = [(key, key.lower(), value) for key, value in sent.headers]
+    headers._encoding = None
+    response = _new(httpx.Response)
+    response.status_code = sent.status
+    response.headers = headers
+    response._request = None
+    response.next_request = None
+    response.extensions = dict(sent.extensions)
+    response.history = []
+    response.is_closed = False
+    response.is_stream_consumed = False
+    response.default_encoding = "utf-8"
+    response.stream = body(sent.stream)
+    response._num_bytes_downloaded = 0
+    return response
+
+
+def _state(obj: object) -> dict[str, Any]:
+    """``vars(obj)``, with the URL and headers it holds compared by their own vars."""
+    return {
+        name: vars(value) if isinstance(value, httpcore.URL | httpx.Headers) else value
+        for name, value in vars(obj).items()
+    }
+
+
+def _fast_builders_agree() -> bool:
+    """Whether the fast builders give what the constructors give, on samples of each kind."""
+    try:
+        for request in (
+            httpx.Request("GET", "http://Example.test/a/b?q=1&r=%20", headers={"X-A": "b"}),
+            httpx.Request(
+                "POST",
+                "https://user:pw@[::1]:8443/",
+                content=b"{}",
+                extensions={"timeout": {"read": 1.0}, "sni_hostname": "x"},
+            ),
+        ):
+            if _state(_fast_core_request(request)) != _state(_public_core_request(request)):
+                return False
+        sent = httpcore.Response(
+            503,
+            headers=[(b"Content-Type", b"text/plain"), (b"retry-after", b"1")],
+            content=b"x",
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": b"Unavailable"},
+        )
+
+        def same(stream: Any) -> Any:
+            return stream
+
+        return _state(_fast_httpx_response(sent, same)) == _state(
+            _public_httpx_response(sent, same)
+        )
+    except Exception:  # noqa: BLE001 - any surprise: use the constructors
+        return False
+
+
+FAST_BUILDERS: Final = _fast_builders_agree()
+
+core_request: Callable[[httpx.Request], httpcore.Request] = (
+    _fast_core_request if FAST_BUILDERS else _public_core_request
+)
+"""The httpcore request httpx's transports build for ``request``."""
+
+httpx_response: Callable[[httpcore.Response, Any], httpx.Response] = (
+    _fast_httpx_response if FAST_BUILDERS else _public_httpx_response
+)
+"""The httpx response httpx's transports make of httpcore's; its second argument is the
+transport's body wrapper (``AsyncResponseStream`` or ``ResponseStream``)."""
 
 
 class AsyncDirect:

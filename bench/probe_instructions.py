@@ -12,7 +12,12 @@ same code read within about +-1,500 instructions of each other, at times up to 2
 
 Variants: httpx bare, and httpx through ``ProbeTransport`` (default ``ProbeConfig``: breaker
 and retry budget on) whose sink is a ``MemorySink`` (records appended under a lock, as the
-Kafka emitter's queue takes them); async and sync. The ratio compared is probe / bare. It
+Kafka emitter's queue takes them); async and sync. The ratio compared is probe / bare. The
+probe's direct path builds httpcore's request and httpx's response without the second
+validation httpx's transport runs (``pipeline.probe._direct``), which saves more
+instructions than the probe's own code adds: ``probe_constructors`` is the probe with those
+constructors put back, so ``probe_constructors_added_instructions_per_req`` is the figure to
+watch for regressions of the probe's own code. It
 leaves out what only real sockets show (h11 writing the ``traceparent``, the emitter
 thread's share of the CPU): ``probe_overhead.py`` measures those.
 
@@ -40,7 +45,14 @@ from typing import Any, Final
 ROOT: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS: Final = ("bare", "probe", "bare_sync", "probe_sync")
+VARIANTS: Final = (
+    "bare",
+    "probe",
+    "probe_constructors",
+    "bare_sync",
+    "probe_sync",
+    "probe_constructors_sync",
+)
 URL: Final = "http://127.0.0.1:8000/v1/items/42"
 WARMUP: Final = 300
 # valgrind's summary lines, e.g. "==123== I   refs:      1,173,089,850"
@@ -85,6 +97,8 @@ def run_child(variant: str, n: int) -> None:
             return None
 
     probed = variant.startswith("probe")
+    if "constructors" in variant:
+        use_constructors()
     if variant.endswith("_sync"):
         inner = httpx.HTTPTransport()
         inner._pool = CannedPool()  # type: ignore[assignment]
@@ -117,6 +131,17 @@ def run_child(variant: str, n: int) -> None:
             await client.get(URL)
 
     asyncio.run(requests())
+
+
+def use_constructors() -> None:
+    """Have the probe build httpcore's request and httpx's response with their constructors,
+    as httpx's transport does (the ``probe_constructors`` variants): the probe's own code
+    alone, without what its direct path saves (``pipeline.probe._direct``)."""
+    from pipeline.probe import _direct, transport
+
+    for module in (_direct, transport):
+        module.core_request = _direct._public_core_request  # type: ignore[attr-defined]
+        module.httpx_response = _direct._public_httpx_response  # type: ignore[attr-defined]
 
 
 # -- the parent: valgrind runs and their differences -----------------------------------------
@@ -168,6 +193,7 @@ def figures(counts: dict[str, dict[str, int]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for mode, suffix in (("async", ""), ("sync", "_sync")):
         bare, probe = counts[f"bare{suffix}"], counts[f"probe{suffix}"]
+        own = counts[f"probe_constructors{suffix}"]
         prefix = "" if mode == "async" else "sync_"
         out[f"{prefix}bare_instructions_per_req"] = bare["instructions"]
         out[f"{prefix}probe_instructions_per_req"] = probe["instructions"]
@@ -179,17 +205,20 @@ def figures(counts: dict[str, dict[str, int]]) -> dict[str, Any]:
         )
         out[f"{prefix}probe_added_d1_misses_per_req"] = probe["d1_misses"] - bare["d1_misses"]
         out[f"{prefix}probe_added_i1_misses_per_req"] = probe["i1_misses"] - bare["i1_misses"]
+        out[f"{prefix}probe_constructors_added_instructions_per_req"] = (
+            own["instructions"] - bare["instructions"]
+        )
     return out
 
 
 def print_table(counts: dict[str, dict[str, int]]) -> None:
-    print(f"{'variant':<12} {'instructions/req':>17} {'vs bare':>9} {'D1 miss':>8} {'I1 miss':>8}")
+    print(f"{'variant':<24} {'instructions/req':>17} {'vs bare':>9} {'D1 miss':>8} {'I1 miss':>8}")
     for variant in VARIANTS:
         row = counts[variant]
         bare = counts["bare_sync" if variant.endswith("_sync") else "bare"]["instructions"]
         ratio = f"{(row['instructions'] / bare - 1) * 100:+.1f}%"
         print(
-            f"{variant:<12} {row['instructions']:>17,} {ratio:>9}"
+            f"{variant:<24} {row['instructions']:>17,} {ratio:>9}"
             f" {row['d1_misses']:>8,} {row['i1_misses']:>8,}"
         )
 

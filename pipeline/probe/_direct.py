@@ -101,8 +101,8 @@ def _public_httpx_response(sent: httpcore.Response, body: Any) -> httpx.Response
 # The constructors above validate again what httpx (request) and httpcore (response) have
 # validated already: every header goes through two isinstance checks against typing ABCs
 # and a type check per name and value. Assigning the same attributes to a bare instance
-# gives an equal object for ~3.5 us less a request (measured: core_request 3.55 -> 0.55 us,
-# httpx_response 1.45 -> ~0.5 us). _fast_builders_agree() checks at import, on samples, that
+# gives an equal object for ~3.4 us less a request (timeit: core_request 3.55 -> 0.88 us,
+# httpx_response 1.45 -> 0.68 us). _fast_builders_agree() checks at import, on samples, that
 # both ways give equal objects; if they ever differ (another httpcore or httpx), the
 # constructors are used.
 _new = object.__new__
@@ -126,7 +126,7 @@ def _fast_core_request(request: httpx.Request) -> httpcore.Request:
     core = _new(httpcore.Request)
     core.method = method
     core.url = target
-    core.headers = request.headers.raw  # a new list of (bytes, bytes), as the check wants
+    core.headers = request.headers.raw  # a new list of (bytes, bytes), like httpcore's copy
     core.stream = request.stream  # httpx's byte stream: never None, never bytes
     core.extensions = extensions
     return core

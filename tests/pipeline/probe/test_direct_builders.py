@@ -17,7 +17,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.probe import _direct
 from pipeline.probe._direct import (
     FAST_BUILDERS,
     _fast_builders_agree,
@@ -115,7 +114,7 @@ def test_a_fast_httpx_response_equals_the_constructor(sent: httpcore.Response) -
     assert fast.headers.raw == public.headers.raw == sent.headers
 
 
-def test_a_response_built_fast_reads_and_closes_as_httpx_s(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_response_built_fast_reads_and_closes_as_httpx_s() -> None:
     sent = httpcore.Response(
         200, headers=[(b"Content-Type", b"text/plain; charset=latin-1")], content=b"caf\xe9"
     )
@@ -153,4 +152,4 @@ def test_when_httpx_builds_another_response_the_constructors_are_used(
         self._elapsed_ns = 0  # type: ignore[attr-defined]
 
     monkeypatch.setattr(httpx.Response, "__init__", with_more)
-    assert not _direct._fast_builders_agree()
+    assert not _fast_builders_agree()

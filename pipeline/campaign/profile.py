@@ -331,10 +331,10 @@ def parse_plan(text: str, *, quick: bool = False, where: str = "<profile>") -> P
             )
         start_s = load_start + start * scale
         end_s = max(load_start + end * scale, start_s + min_incident)
-        route = t.optional_string("route")
-        if route is not None and route not in route_names:
-            raise ProfileError(f"{where}: incident {index + 1}: route {route!r} is not in routes")
-        if route is not None and kind not in HTTP_FAULTS:
+        target = t.optional_string("route")
+        if target is not None and target not in route_names:
+            raise ProfileError(f"{where}: incident {index + 1}: route {target!r} is not in routes")
+        if target is not None and kind not in HTTP_FAULTS:
             raise ProfileError(f"{where}: incident {index + 1}: only HTTP faults take a route")
         incidents.append(
             IncidentPlan(
@@ -343,7 +343,7 @@ def parse_plan(text: str, *, quick: bool = False, where: str = "<profile>") -> P
                 start_s=round(start_s, 3),
                 end_s=round(end_s, 3),
                 params=dict(t.table("params").raw),
-                route=route,
+                route=target,
                 expect_alerts=tuple(t.strings("expect_alerts")),
             )
         )

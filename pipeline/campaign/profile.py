@@ -330,7 +330,9 @@ def parse_plan(text: str, *, quick: bool = False, where: str = "<profile>") -> P
                 f"{where}: incident {index + 1} ({kind}): end {end} is past duration_s {duration}"
             )
         start_s = load_start + start * scale
-        end_s = max(load_start + end * scale, start_s + min_incident)
+        # A quick incident lasts at least min_incident_s, inside the load phase.
+        end_s = min(max(load_start + end * scale, start_s + min_incident), load_start + load_s)
+        start_s = max(load_start, min(start_s, end_s - min_incident))
         target = t.optional_string("route")
         if target is not None and target not in route_names:
             raise ProfileError(f"{where}: incident {index + 1}: route {target!r} is not in routes")

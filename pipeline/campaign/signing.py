@@ -83,6 +83,10 @@ class VerifyResult:
         """The digest matches and the signature, if any (or required), verifies."""
         return self.digest_ok and self.signature in ("valid", "untrusted", "absent")
 
+    def lines(self) -> list[str]:
+        """What to print: one line per check, then the outcome."""
+        return [*self.messages, "verify: OK" if self.ok else "verify: FAILED"]
+
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()

@@ -65,6 +65,7 @@ def test_unsigned_report_verifies_on_its_digest_alone(run_dir: Path) -> None:
     assert result.ok and result.digest_ok
     assert result.signature == "absent"
     assert any("not signed" in m for m in result.messages)
+    assert result.lines()[-1] == "verify: OK"
 
 
 def test_sign_then_verify_against_allowed_signers(run_dir: Path, key: Path) -> None:
@@ -117,6 +118,7 @@ def test_tampered_report_fails_digest_and_signature(run_dir: Path, key: Path) ->
     assert "MISMATCH" in mismatch and expected in mismatch
     assert signing.sha256_file(run_dir / "report.json") in mismatch
 
+    assert result.lines()[-1] == "verify: FAILED"
     untrusted = verify(run_dir)
     assert not untrusted.ok and untrusted.signature == "invalid"
     done = subprocess.run(["sha256sum", "-c", "report.json.sha256"], cwd=run_dir)

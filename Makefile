@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml scripts/setup-system
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	bash scripts/kafka-local fetch
+	bash scripts/toxiproxy-build
 	touch $(STAMP)
 
 demo: setup

@@ -32,7 +32,6 @@ import subprocess
 import time
 import zlib
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any, Final, Self
 
 __all__ = ["LOSS_TABLE", "LossyHost", "NetnsError", "available"]
@@ -136,12 +135,7 @@ class LossyHost:
             raise
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -186,3 +187,21 @@ def test_bad_loss_percent_is_named() -> None:
 def test_loss_needs_the_host_up() -> None:
     with pytest.raises(NetnsError, match="is not up"):
         LossyHost(f"{_TAG}n").set_loss(10)
+
+
+def test_available_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert available() == (False, "needs root for network namespaces (running as uid 1000)")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda c: None if c == "nft" else real_which(c))
+    assert available(install=False) == (False, "`nft` is not installed (Debian package nftables)")
+    monkeypatch.setattr(shutil, "which", lambda c: None)
+    assert available(install=False) == (False, "`ip` (iproute2) is not installed")
+
+
+def test_entering_where_it_cannot_run_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(NetnsError, match="needs root"), LossyHost(f"{_TAG}r"):
+        pass
+    assert_nothing_left(f"{_TAG}r")

@@ -1,0 +1,97 @@
+"""How the report's Markdown and HTML say things: values, times, verdicts, tables of details.
+
+Both renderers take the same report document (``report.json``'s content) and use these
+helpers, so the two say the same thing in the same words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+__all__ = [
+    "FIRST_ID_LISTS",
+    "INVARIANT_NAMES",
+    "MAX_LISTED",
+    "extra_items",
+    "flatten",
+    "fmt",
+    "fmt_ids",
+    "fmt_utc",
+    "incident_window",
+    "verdict_word",
+]
+
+INVARIANT_NAMES: Final = ("I1", "I2", "I3", "I4", "I5")
+FIRST_ID_LISTS: Final = ("first_lost", "first_unexpected", "first_duplicated")
+MAX_LISTED: Final = 10
+"""Ids, alerts and list items shown in a table cell; the rest are counted, not listed."""
+
+
+def verdict_word(verdict: object) -> str:
+    """``PASS``, ``FAIL`` or ``UNKNOWN`` (anything else is shown as unknown, never as pass)."""
+    word = str(verdict).lower()
+    return word.upper() if word in ("pass", "fail") else "UNKNOWN"
+
+
+def fmt(value: object) -> str:
+    """A value as a reader wants it in a table cell: short, exact for integers."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        # Epoch seconds and big counters keep their digits; small measures 6 significant.
+        return f"{value:.3f}" if abs(value) >= 1e6 else f"{value:.6g}"
+    if isinstance(value, Mapping):
+        return "; ".join(f"{k}={fmt(v)}" for k, v in sorted(value.items(), key=_key))
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return fmt_ids(value)
+    return str(value)
+
+
+def fmt_ids(values: Sequence[Any]) -> str:
+    """The first :data:`MAX_LISTED` items, then how many more."""
+    shown = ", ".join(fmt(v) for v in values[:MAX_LISTED])
+    more = len(values) - MAX_LISTED
+    if not values:
+        return "none"
+    return f"{shown} (+{more} more)" if more > 0 else shown
+
+
+def fmt_utc(epoch: object) -> str:
+    if isinstance(epoch, int | float) and not isinstance(epoch, bool) and epoch > 0:
+        return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds")
+    return "-"
+
+
+def incident_window(incident: Mapping[str, Any]) -> str:
+    """``start-end s`` from t0: as it ran when it ran, as planned otherwise."""
+    start, end = incident.get("start_s"), incident.get("end_s")
+    if isinstance(start, int | float) and isinstance(end, int | float):
+        return f"{start:.1f}-{end:.1f}"
+    return "-"
+
+
+def extra_items(record: Mapping[str, Any], shown: Sequence[str]) -> list[tuple[str, Any]]:
+    """The record's keys not in ``shown``, sorted: details no column was made for."""
+    return sorted(((k, v) for k, v in record.items() if k not in shown), key=_key)
+
+
+def flatten(value: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested mappings as ``a.b.c`` rows, sorted (the provenance table)."""
+    rows: list[tuple[str, Any]] = []
+    for key, item in sorted(value.items(), key=_key):
+        name = f"{prefix}{key}"
+        if isinstance(item, Mapping) and item:
+            rows.extend(flatten(item, f"{name}."))
+        else:
+            rows.append((name, item))
+    return rows
+
+
+def _key(item: tuple[Any, Any]) -> str:
+    return str(item[0])

@@ -141,8 +141,9 @@ def incidents(run: RunData, judged: Sequence[Mapping[str, Any]]) -> list[dict[st
                 raise ReportError(f"incident {key!r}: no {field!r} in the raw data or judgement")
         started, ended = entry.get("started_at"), entry.get("ended_at")
         if entry["ran"] and isinstance(started, int | float):
-            entry["start_s"] = started - run.t0
-            entry["end_s"] = (ended if isinstance(ended, int | float) else run.ended_at) - run.t0
+            entry["start_s"] = round(started - run.t0, 3)
+            end = ended if isinstance(ended, int | float) else run.ended_at
+            entry["end_s"] = round(end - run.t0, 3)
         else:
             entry["start_s"] = entry.get("planned_start_s")
             entry["end_s"] = entry.get("planned_end_s")

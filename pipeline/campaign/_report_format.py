@@ -11,15 +11,22 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 __all__ = [
+    "INCIDENT_HEADERS",
     "FIRST_ID_LISTS",
     "INVARIANT_NAMES",
     "MAX_LISTED",
     "extra_items",
     "flatten",
+    "heading",
+    "invariant_rows",
     "fmt",
     "fmt_ids",
     "fmt_utc",
+    "Verdict",
+    "alerts_summary",
+    "incident_row",
     "incident_window",
+    "load_rows",
     "verdict_word",
 ]
 
@@ -27,6 +34,24 @@ INVARIANT_NAMES: Final = ("I1", "I2", "I3", "I4", "I5")
 FIRST_ID_LISTS: Final = ("first_lost", "first_unexpected", "first_duplicated")
 MAX_LISTED: Final = 10
 """Ids, alerts and list items shown in a table cell; the rest are counted, not listed."""
+INCIDENT_HEADERS: Final = (
+    "Id",
+    "Kind",
+    "Window (s)",
+    "Ran",
+    "Expected alerts",
+    "Raised",
+    "Fired",
+    "Resolved",
+    "Notes",
+)
+
+
+class Verdict(str):
+    """A verdict in a table row: Markdown writes the word, HTML a coloured badge.
+
+    An empty verdict means the check does not apply (an incident that expects no alert).
+    """
 
 
 def verdict_word(verdict: object) -> str:
@@ -74,6 +99,67 @@ def incident_window(incident: Mapping[str, Any]) -> str:
     if isinstance(start, int | float) and isinstance(end, int | float):
         return f"{start:.1f}-{end:.1f}"
     return "-"
+
+
+def heading(name: str, invariant: Mapping[str, Any]) -> str:
+    """``I1 Completeness``: the name once, whether or not the title starts with it."""
+    title = str(invariant.get("title") or "")
+    return title if title.startswith(name) else f"{name} {title}".strip()
+
+
+def invariant_rows(invariant: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Counts, then the first ids of each set, then any other figure, nested ones dotted."""
+    rows = flatten(invariant.get("counts") or {})
+    rows += [(key, fmt_ids(invariant.get(key) or [])) for key in FIRST_ID_LISTS if key in invariant]
+    shown = ("verdict", "title", "evidence", "counts", *FIRST_ID_LISTS)
+    others = [(k, v) for k, v in extra_items(invariant, shown) if not k.startswith("first_")]
+    rows += flatten(dict(others))
+    # Other first_* lists (first_invalid, first_extra...) are ids too: listed, then counted.
+    rows += [(k, fmt_ids(v)) for k, v in extra_items(invariant, shown) if k.startswith("first_")]
+    return rows
+
+
+def incident_row(incident: Mapping[str, Any]) -> tuple[Any, ...]:
+    """One incident as a row under :data:`INCIDENT_HEADERS`."""
+    raised = [
+        a.get("rule", fmt(a)) if isinstance(a, Mapping) else a
+        for a in incident.get("alerts_raised") or []
+    ]
+    notes = [incident.get("reason"), incident.get("alert_detail")]
+    return (
+        incident.get("id"),
+        incident.get("kind"),
+        incident_window(incident),
+        "ran" if incident.get("ran") else Verdict("NOT RUN"),
+        incident.get("expect_alerts") or [],
+        raised,
+        _optional_verdict(incident.get("alert_verdict")),
+        _optional_verdict(incident.get("resolve_verdict")),
+        "; ".join(str(n) for n in notes if n),
+    )
+
+
+def alerts_summary(alerts: Mapping[str, Any]) -> tuple[str, list[Any], list[tuple[str, Any]]]:
+    """(sentence, the unexplained alerts listed, the other figures) of the alerts check."""
+    unexplained = list(alerts.get("unexplained") or [])
+    count = alerts.get("unexplained_count", len(unexplained))
+    sentence = (
+        f"Alerts seen: {fmt(alerts.get('total'))}; fired with no incident to explain them: "
+        f"{fmt(count)}."
+    )
+    if alerts.get("detail"):
+        sentence += f" {alerts['detail']}."
+    shown = ("total", "unexplained", "unexplained_count", "verdict", "detail")
+    return sentence, unexplained, extra_items(alerts, shown)
+
+
+def load_rows(load: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The load figures; per-phase figures have their own table."""
+    return [(k, v) for k, v in sorted(load.items()) if k != "phases"]
+
+
+def _optional_verdict(verdict: object) -> str:
+    return "" if verdict is None else Verdict(verdict_word(verdict))
 
 
 def extra_items(record: Mapping[str, Any], shown: Sequence[str]) -> list[tuple[str, Any]]:

@@ -13,13 +13,17 @@ from typing import Any, Final
 
 from pipeline.campaign._plots import Plot
 from pipeline.campaign._report_format import (
-    FIRST_ID_LISTS,
+    INCIDENT_HEADERS,
     INVARIANT_NAMES,
+    Verdict,
+    alerts_summary,
     extra_items,
     flatten,
     fmt,
-    fmt_ids,
-    incident_window,
+    heading,
+    incident_row,
+    invariant_rows,
+    load_rows,
     verdict_word,
 )
 
@@ -44,7 +48,6 @@ figure svg{width:100%;height:auto}
 pre{background:#f6f8fa;padding:.8em;overflow-x:auto}
 .muted{color:#57606a}
 """
-_INVARIANT_SHOWN = ("verdict", "title", "evidence", "counts", *FIRST_ID_LISTS)
 _SLO_SHOWN = ("name", "verdict", "source", "detail")
 _PHASE_COLUMNS: Final = (
     ("Phase", "name"),
@@ -124,15 +127,10 @@ def _invariants(invariants: Mapping[str, Any]) -> list[str]:
     out = ["<h2>Invariants</h2>"]
     for name in INVARIANT_NAMES:
         inv = invariants[name]
-        out.append(
-            f'<h3 id="{name}">{name} {escape(str(inv.get("title") or ""))} '
-            f"{badge(inv.get('verdict'))}</h3>"
-        )
+        out.append(f'<h3 id="{name}">{escape(heading(name, inv))} {badge(inv.get("verdict"))}</h3>')
         if inv.get("evidence"):
             out.append(f"<p>{escape(str(inv['evidence']))}</p>")
-        rows: list[tuple[Any, ...]] = list(sorted((inv.get("counts") or {}).items()))
-        rows += [(key, fmt_ids(inv.get(key) or [])) for key in FIRST_ID_LISTS if key in inv]
-        rows += extra_items(inv, _INVARIANT_SHOWN)
+        rows = invariant_rows(inv)
         if rows:
             out += _table(("Measure", "Value"), rows)
     return out
@@ -158,42 +156,24 @@ def _slos(slos: Sequence[Mapping[str, Any]]) -> list[str]:
 def _incidents(incidents: Sequence[Mapping[str, Any]], alerts: Mapping[str, Any]) -> list[str]:
     out = ["<h2>Incidents</h2>"]
     if incidents:
-        rows = [
-            (
-                i.get("id"),
-                i.get("kind"),
-                incident_window(i),
-                "ran" if i.get("ran") else _Raw("<strong>NOT RUN</strong>"),
-                i.get("reason") or "",
-                i.get("expect_alerts") or [],
-                i.get("alerts_raised") or [],
-                _Raw(badge(i.get("alert_verdict"))) if "alert_verdict" in i else "",
-            )
-            for i in incidents
-        ]
-        headers = ("Id", "Kind", "Window (s)", "Ran", "Reason", "Expected", "Raised", "Alerts")
-        out += _table(headers, rows)
+        out += _table(INCIDENT_HEADERS, [incident_row(i) for i in incidents])
     else:
         out.append("<p>No incident was scheduled.</p>")
-    unexplained = alerts.get("unexplained") or []
-    out.append("<h3>Alerts</h3>")
-    out.append(
-        f"<p>Alerts seen: {escape(fmt(alerts.get('total')))}; with no incident to explain "
-        f"them: {len(unexplained)}.</p>"
-    )
+    sentence, unexplained, rest = alerts_summary(alerts)
+    verdict = f" {badge(alerts['verdict'])}" if "verdict" in alerts else ""
+    out += [f"<h3>Alerts{verdict}</h3>", f"<p>{escape(sentence)}</p>"]
     if unexplained:
         items = "".join(f"<li>{escape(fmt(a))}</li>" for a in unexplained[:20])
         more = len(unexplained) - 20
         tail = f"<li>... and {more} more (report.json has them all)</li>" if more > 0 else ""
         out.append(f"<ul>{items}{tail}</ul>")
-    rest = extra_items(alerts, ("total", "unexplained"))
     return out + (_table(("Alerts", "Value"), rest) if rest else [])
 
 
 def _load(load: Mapping[str, Any], phases: Sequence[Mapping[str, Any]]) -> list[str]:
     out = ["<h2>Load</h2>"]
     if load:
-        out += _table(("Measure", "Value"), sorted(load.items()))
+        out += _table(("Measure", "Value"), load_rows(load))
     if phases:
         headers = [header for header, _ in _PHASE_COLUMNS]
         out += _table(headers, [[p.get(key) for _, key in _PHASE_COLUMNS] for p in phases])
@@ -240,4 +220,8 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
 
 
 def _cell(value: object) -> str:
-    return str(value) if isinstance(value, _Raw) else escape(fmt(value))
+    if isinstance(value, _Raw):
+        return str(value)
+    if isinstance(value, Verdict):
+        return badge(value) if value != "NOT RUN" else "<strong>NOT RUN</strong>"
+    return escape(fmt(value))

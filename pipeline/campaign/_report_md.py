@@ -12,19 +12,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pipeline.campaign._report_format import (
-    FIRST_ID_LISTS,
+    INCIDENT_HEADERS,
     INVARIANT_NAMES,
+    alerts_summary,
     extra_items,
     flatten,
     fmt,
-    fmt_ids,
-    incident_window,
+    heading,
+    incident_row,
+    invariant_rows,
+    load_rows,
     verdict_word,
 )
 
 __all__ = ["render_markdown"]
 
-_INVARIANT_SHOWN = ("verdict", "title", "evidence", "counts", *FIRST_ID_LISTS)
 _SLO_SHOWN = ("name", "verdict", "source", "detail")
 
 
@@ -84,14 +86,12 @@ def _invariants(invariants: Mapping[str, Any]) -> list[str]:
     for name in INVARIANT_NAMES:
         inv = invariants[name]
         lines += [
-            f"### {name} {cell(inv.get('title'))}: {verdict_word(inv.get('verdict'))}",
+            f"### {cell(heading(name, inv))}: {verdict_word(inv.get('verdict'))}",
             "",
         ]
         if inv.get("evidence"):
             lines += [cell(inv["evidence"]), ""]
-        rows: list[tuple[str, Any]] = list(sorted((inv.get("counts") or {}).items()))
-        rows += [(key, fmt_ids(inv.get(key) or [])) for key in FIRST_ID_LISTS if key in inv]
-        rows += extra_items(inv, _INVARIANT_SHOWN)
+        rows = invariant_rows(inv)
         if rows:
             lines += table(("Measure", "Value"), rows)
     return lines
@@ -117,42 +117,22 @@ def _slos(slos: Sequence[Mapping[str, Any]]) -> list[str]:
 def _incidents(incidents: Sequence[Mapping[str, Any]], alerts: Mapping[str, Any]) -> list[str]:
     lines = ["## Incidents", ""]
     if incidents:
-        rows = [
-            (
-                i.get("id"),
-                i.get("kind"),
-                incident_window(i),
-                "ran" if i.get("ran") else "NOT RUN",
-                i.get("reason") or "",
-                i.get("expect_alerts") or [],
-                i.get("alerts_raised") or [],
-                verdict_word(i.get("alert_verdict")) if "alert_verdict" in i else "",
-            )
-            for i in incidents
-        ]
-        headers = ("Id", "Kind", "Window (s)", "Ran", "Reason", "Expected", "Raised", "Alerts")
-        lines += table(headers, rows)
+        lines += table(INCIDENT_HEADERS, [incident_row(i) for i in incidents])
     else:
         lines += ["No incident was scheduled.", ""]
-    unexplained = alerts.get("unexplained") or []
-    lines += [
-        "### Alerts",
-        "",
-        f"Alerts seen: {fmt(alerts.get('total'))}; with no incident to explain them: "
-        f"{len(unexplained)}.",
-        "",
-    ]
+    sentence, unexplained, rest = alerts_summary(alerts)
+    verdict = f" {verdict_word(alerts['verdict'])}" if "verdict" in alerts else ""
+    lines += [f"### Alerts{verdict}", "", cell(sentence), ""]
     lines += [f"- {cell(fmt(a))}" for a in unexplained[:20]]
     if len(unexplained) > 20:
         lines.append(f"- ... and {len(unexplained) - 20} more (report.json has them all)")
-    rest = extra_items(alerts, ("total", "unexplained"))
     return lines + ([""] + table(("Alerts", "Value"), rest) if rest else [""])
 
 
 def _load(load: Mapping[str, Any], phases: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = ["## Load", ""]
     if load:
-        lines += table(("Measure", "Value"), sorted(load.items()))
+        lines += table(("Measure", "Value"), load_rows(load))
     if phases:
         rows = [
             (

@@ -109,8 +109,10 @@ def build_document(
         "profile": meta.profile,
         "description": run.plan.description if run.plan is not None else "",
         "quick": meta.quick,
-        "complete": meta.complete,
-        "stop_reason": meta.stop_reason,
+        # The checker may find a run incomplete that its runner thought complete (a load
+        # generator that stopped early); either one says so, the report says so.
+        "complete": meta.complete and judgement.get("complete") is not False,
+        "stop_reason": meta.stop_reason or judgement.get("incomplete_reason"),
         "overall": overall,
         "invariants": _invariants(judgement.get("invariants", {})),
         "slos": _slos(_list_of(judgement, "slos")),

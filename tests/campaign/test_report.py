@@ -214,12 +214,36 @@ def judgement(**changes: Any) -> dict[str, Any]:
                 "start": 20.2,
                 "end": 30.1,
                 "expect_alerts": ["error-rate-fast-burn"],
-                "alerts_raised": ["error-rate-fast-burn"],
+                "alerts_raised": [{"rule": "error-rate-fast-burn", "fired_at": T0 + 25}],
                 "alert_verdict": "pass",
-            }
+                "resolve_verdict": "unknown",
+                "alert_detail": "fired 4.8 s after the start, not resolved yet",
+            },
+            {
+                "id": "02-packet_loss",
+                "kind": "packet_loss",
+                "ran": False,
+                "reason": "needs root for a network namespace",
+                "expect_alerts": [],
+                "alerts_raised": [],
+                "alert_verdict": None,
+                "resolve_verdict": None,
+            },
         ],
-        "alerts": {"total": 2, "unexplained": [{"rule": "latency-p99", "at": 3.0}]},
-        "load": {"calls": 1000, "dropped_iterations": 5, "achieved_rate": 19.9},
+        "alerts": {
+            "total": 2,
+            "unexplained_count": 1,
+            "unexplained": [{"rule": "latency-p99", "at": 3.0}],
+            "by_status": {"firing": 1, "resolved": 1},
+            "verdict": "fail",
+            "detail": "1 alerts fired with no incident around them",
+        },
+        "load": {
+            "calls": 1000,
+            "dropped_iterations": 5,
+            "achieved_rate": 19.9,
+            "phases": {"load": {"seconds": 40}},
+        },
     }
     doc.update(changes)
     return doc
@@ -320,6 +344,14 @@ def test_incomplete_run_gets_a_banner(tmp_path: Path) -> None:
     assert "INCOMPLETE" not in md_ok
 
 
+def test_the_checker_can_find_a_run_incomplete(tmp_path: Path) -> None:
+    judged = judgement(complete=False, incomplete_reason="the load generator stopped early")
+    doc, md, _ = read(write_report(make_run(tmp_path), judged, {}))
+    assert doc["complete"] is False
+    assert doc["stop_reason"] == "the load generator stopped early"
+    assert "INCOMPLETE RUN" in md and "load generator stopped early" in md
+
+
 def test_markdown_holds_each_section(tmp_path: Path) -> None:
     _, md, _ = read(write_report(make_run(tmp_path), judgement(), {"commit": "abc123"}))
     assert md.startswith("# Conformance report: tiny\n")
@@ -328,12 +360,39 @@ def test_markdown_holds_each_section(tmp_path: Path) -> None:
     assert "| first_lost | req-0042 |" in md
     assert "| lost | 1 |" in md
     assert "| api-p95 | UNKNOWN | seed | no samples |" in md
-    assert "| 02-packet_loss | packet_loss | 35.0-45.0 | NOT RUN | needs root" in md
-    assert "with no incident to explain them: 1" in md
+    assert (
+        "| 01-http_5xx | http_5xx | 20.2-30.1 | ran | error-rate-fast-burn | "
+        "error-rate-fast-burn | PASS | UNKNOWN | fired 4.8 s after the start" in md
+    )
+    assert (
+        "| 02-packet_loss | packet_loss | 35.0-45.0 | NOT RUN | none | none |  |  | needs root"
+        in md
+    )
+    assert "### Alerts FAIL" in md
+    assert "fired with no incident to explain them: 1." in md
+    assert "| by_status | firing=1; resolved=1 |" in md
+    assert "| phases |" not in md
     assert "| load | 15 | 55 | 20 | 20 | 800 | 795 | 5 |" in md
     assert "git checkout abc123" in md
     assert "egresswatch campaign run campaigns/tiny.toml --out DIR" in md
     assert "Two incidents \\| one minute" in md  # a | in the data cannot break a table
+
+
+def test_checker_titles_and_nested_figures_read_well(tmp_path: Path) -> None:
+    judged = judgement()
+    judged["invariants"]["I3"] = {
+        "verdict": "fail",
+        "title": "I3 bounded resources: flat memory, queues under their caps",
+        "evidence": "RSS grows",
+        "counts": {"samples": 60},
+        "memory": {"verdict": "fail", "processes": {"worker-1": {"slope_mib_per_min": 60.0}}},
+        "first_invalid": ["x"] * 12,
+    }
+    _, md, html = read(write_report(make_run(tmp_path), judged, {}))
+    assert "### I3 bounded resources: flat memory, queues under their caps: FAIL" in md
+    assert "I3 I3" not in md and "I3 I3" not in html
+    assert "| memory.processes.worker-1.slope_mib_per_min | 60 |" in md
+    assert "| first_invalid | x, x, x, x, x, x, x, x, x, x (+2 more) |" in md
 
 
 def test_text_from_the_data_is_escaped(tmp_path: Path) -> None:

@@ -63,8 +63,8 @@ FIRST: Final = 10
 # Incidents that change what the callers see (latency, errors): SLO and I5 windows avoid them.
 CALLER_FAULTS: Final = HTTP_FAULTS | TCP_FAULTS | NETWORK_FAULTS
 
-_TRACE_RE: Final = re.compile(r"^[0-9a-f]{32}$")
-_REQUEST_RE: Final = re.compile(r"^[0-9a-f]{16}$")
+_TRACE_RE: Final = re.compile(r"[0-9a-f]{32}")
+_REQUEST_RE: Final = re.compile(r"[0-9a-f]{16}")
 T = TypeVar("T")
 
 
@@ -84,12 +84,12 @@ def worst(verdicts: Iterable[str]) -> Verdict:
 
 def valid_trace_id(value: object) -> bool:
     """W3C trace-context: 32 lowercase hex, not all zero."""
-    return isinstance(value, str) and bool(_TRACE_RE.match(value)) and value != "0" * 32
+    return isinstance(value, str) and bool(_TRACE_RE.fullmatch(value)) and value != "0" * 32
 
 
 def valid_request_id(value: object) -> bool:
     """W3C span id: 16 lowercase hex, not all zero."""
-    return isinstance(value, str) and bool(_REQUEST_RE.match(value)) and value != "0" * 16
+    return isinstance(value, str) and bool(_REQUEST_RE.fullmatch(value)) and value != "0" * 16
 
 
 def quantile(values: Sequence[float], q: float) -> float | None:
@@ -155,7 +155,10 @@ class RawRun:
 
 
 def load_raw(raw_dir: Path) -> RawRun:
-    """Read every raw file that exists; a torn last line is skipped, other damage raises."""
+    """Read every raw file that exists; a torn last line is skipped, other damage raises.
+
+    A zero-byte ``.json`` file counts as missing (no evidence).
+    """
     present = {p.name for p in raw_dir.iterdir()} if raw_dir.is_dir() else set()
     if (raw_dir / "latency").is_dir():
         present |= {f"latency/{p.name}" for p in (raw_dir / "latency").iterdir()}
@@ -208,8 +211,8 @@ def incident_bands(run: RawRun) -> list[Band]:
 
 def _one(raw_dir: Path, name: str, type_: type[T]) -> T | None:
     path = raw_dir / name
-    if not path.exists():
-        return None
+    if not path.exists() or path.stat().st_size == 0:
+        return None  # written whole or not at all: zero bytes is no record, not a damaged one
     try:
         return msgspec.json.decode(path.read_bytes(), type=type_)
     except (OSError, msgspec.DecodeError) as exc:

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import zlib
 from pathlib import Path
 from typing import Any, Final
 
+from hdrh.codec import HdrCookieException, HdrHistogramSettingsException, HdrLengthException
 from hdrh.histogram import HdrHistogram
 
 from pipeline.campaign._checks_common import (
@@ -30,6 +32,7 @@ from pipeline.campaign._checks_common import (
     UNKNOWN,
     Band,
     RawRun,
+    RunFolderError,
     incident_bands,
     quantile,
     worst,
@@ -42,13 +45,30 @@ MIN_WINDOW_CALLS: Final = 20
 
 
 def read_histogram(path: Path) -> HdrHistogram | None:
-    """An HDR histogram file (base64 of ``encode()``); None if missing or unreadable."""
+    """An HDR histogram file (base64 of ``encode()``); None if missing or empty.
+
+    Raises :class:`RunFolderError` naming the file when it holds something else.
+    """
     try:
         text = path.read_bytes().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RunFolderError(f"{path}: cannot read it: {exc}") from exc
+    if not text:
+        return None
+    try:
         base64.b64decode(text, validate=True)
         return HdrHistogram.decode(text)
-    except (OSError, ValueError, binascii.Error, TypeError):
-        return None
+    except (
+        ValueError,
+        binascii.Error,
+        zlib.error,
+        HdrCookieException,
+        HdrLengthException,
+        HdrHistogramSettingsException,
+    ) as exc:
+        raise RunFolderError(f"{path}: not an encoded HDR histogram: {exc}") from exc
 
 
 def check_i5(run: RawRun) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from pipeline.campaign.raw import (
     StoredObject,
     WsClientSummary,
     WsMessage,
+    read_json,
     write_json,
     write_jsonl,
 )
@@ -78,7 +79,10 @@ class RunSpec:
     lose_critical: int = 0
     """Critical events the RGW sink never wrote (missing from listing and replay)."""
     drop_kafka_events: int = 0
-    """Attempt events a probe sink dropped without counting them."""
+    """Attempt events a probe sink dropped (not counted by the emitter unless drops_counted)."""
+    drops_counted: bool = False
+    error_burst: tuple[float, float] | None = None
+    """Run-time seconds (from t0) in which /users/{id} fails outside any incident."""
     rgw_duplicates: int = 0
     """Critical events written twice to RGW."""
     invalid_trace_ids: int = 0
@@ -130,7 +134,10 @@ def write_run(root: Path, spec: RunSpec = RunSpec()) -> Path:
     ]
     write_jsonl(raw / "incidents.jsonl", incidents)
 
-    calls, events = _calls_and_events(p, rng, bands["http_5xx"][:2])
+    burst = (
+        None if spec.error_burst is None else (T0 + spec.error_burst[0], T0 + spec.error_burst[1])
+    )
+    calls, events = _calls_and_events(p, rng, bands["http_5xx"][:2], burst)
     write_jsonl(raw / "calls.jsonl", calls)
     for index in range(spec.invalid_trace_ids):
         events[index].trace_id = events[index].trace_id.upper()
@@ -174,6 +181,10 @@ def write_run(root: Path, spec: RunSpec = RunSpec()) -> Path:
     _write_alerts(raw, spec, bands["http_5xx"])
     _write_samples(raw, p, spec)
     _write_load(raw, p, spec, calls, len(kept))
+    if spec.drops_counted:
+        summary = read_json(raw / "load_summary.json", LoadSummary)
+        summary.emitter["dropped_total"] = spec.drop_kafka_events
+        write_json(raw / "load_summary.json", summary)
     return raw
 
 
@@ -182,7 +193,10 @@ def _hex(rng: random.Random, bits: int) -> str:
 
 
 def _calls_and_events(
-    p: Plan, rng: random.Random, fault: tuple[float, float]
+    p: Plan,
+    rng: random.Random,
+    fault: tuple[float, float],
+    burst: tuple[float, float] | None,
 ) -> tuple[list[CallRecord], list[KafkaEvent]]:
     calls: list[CallRecord] = []
     events: list[KafkaEvent] = []
@@ -194,6 +208,8 @@ def _calls_and_events(
         route = p.routes[n % 2].template
         probed = not (phase == "ab" and n % 2)
         broken = route == "/search" and fault[0] <= t < fault[1]
+        if burst is not None and route == "/users/{id}":
+            broken = broken or burst[0] <= t < burst[1]
         attempts = 2 if broken else 1
         latency = rng.lognormvariate(1.6, 0.3)
         trace = _hex(rng, 128)

@@ -5,8 +5,8 @@ file): did a FIRING alert of that rule (on the incident's route when it has one)
 the incident's start and its end + the rule's ``for_s`` + ``judge.alert_grace_s``
 (``alert_verdict``: pass/fail; unknown if the incident did not run), and did that alert
 resolve after the end (``resolve_verdict``: unknown when the run ended before the rule's
-longest view + ``resolve_after_s`` + grace had passed, and it says so). A FIRING alert with no
-incident around it (from an incident's start to its end + the longest view + ``for_s`` +
+short view + ``resolve_after_s`` + grace had passed, and it says so). A FIRING alert with no
+incident around it (from an incident's start to its end + the short view + ``for_s`` +
 grace) is *unexplained*: any makes ``alerts.verdict`` fail; none is a pass only when the
 alerts topic was read (``alerts.jsonl`` exists) in a run that made probed calls.
 """
@@ -30,7 +30,7 @@ from tables.slo_rules import VIEW_SECONDS, SloRule
 
 __all__ = ["check_alerts", "check_incidents", "summarize_load"]
 
-_DEFAULT_LONG_S: Final = 300.0
+_DEFAULT_SHORT_S: Final = 60.0
 
 
 def _firing(run: RawRun) -> list[dict[str, Any]]:
@@ -63,10 +63,12 @@ def _resolved(run: RawRun) -> dict[str, float]:
     return out
 
 
-def _longest(rule: SloRule | None) -> float:
+def _short(rule: SloRule | None) -> float:
+    """How long an incident keeps a rule breaching after its end: its longest short view
+    (a breach and a firing alert's hold both need the short view over the line)."""
     if rule is None:
-        return _DEFAULT_LONG_S
-    return float(max(VIEW_SECONDS[w.long] for w in rule.windows))
+        return _DEFAULT_SHORT_S
+    return float(max(VIEW_SECONDS[w.short] for w in rule.windows))
 
 
 def check_incidents(run: RawRun, rules: dict[str, SloRule]) -> list[dict[str, Any]]:
@@ -138,7 +140,7 @@ def _expected(
     first = ours[0]
     fired = f"{name} fired {first['fired_at'] - band.start:.1f} s after the start"
     done = [a for a in ours if a["resolved_at"] is not None and a["resolved_at"] >= band.end]
-    resolve_by = band.end + _longest(rule) + rule.resolve_after_s + grace
+    resolve_by = band.end + _short(rule) + rule.resolve_after_s + grace
     ended = run.ended_at
     if done:
         resolved, say = PASS, f"resolved {done[0]['resolved_at'] - band.end:.0f} s after the end"
@@ -146,7 +148,7 @@ def _expected(
         resolved = UNKNOWN
         say = (
             f"not resolved yet: the run ended {resolve_by - ended:.0f} s before it could "
-            f"(longest view + resolve_after_s {rule.resolve_after_s:.0f} s + grace)"
+            f"(short view + resolve_after_s {rule.resolve_after_s:.0f} s + grace)"
         )
     else:
         resolved, say = FAIL, f"never resolved by {resolve_by - band.end:.0f} s after the end"
@@ -161,7 +163,7 @@ def check_alerts(run: RawRun, rules: dict[str, SloRule]) -> dict[str, Any]:
     unexplained = []
     for alert in firing:
         rule = rules.get(str(alert["rule"]))
-        reach = _longest(rule) + (rule.for_s if rule is not None else 0.0) + grace
+        reach = _short(rule) + (rule.for_s if rule is not None else 0.0) + grace
         if not any(b.start <= alert["fired_at"] <= b.end + reach for b in bands):
             unexplained.append(alert)
     statuses = Counter(str(a.record.get("status")) for a in run.alerts)

@@ -8,7 +8,7 @@ and each window pair, the long and the short view must both hold ``min_requests`
 both be over the threshold, and the breach must hold ``for_s`` seconds. An error is any outcome
 but ``ok``; a timeout is the ``timeout`` outcome. Seconds inside a caller-affecting incident
 (HTTP, TCP, packet loss; an HTTP fault with a route only for that route) and for the rule's
-longest view + ``judge.alert_grace_s`` after it are not evaluated, and a breach held across
+short view + ``judge.alert_grace_s`` after it are not evaluated, and a breach held across
 them starts over. ``pass``: evaluated with evidence, never breached; ``fail``: the breaches,
 when and where; ``unknown``: no second had enough calls.
 
@@ -54,13 +54,15 @@ Target = tuple[str, str]
 def check_rule(run: RawRun, rule: SloRule, source: str) -> dict[str, Any]:
     """One rule of the rules file, judged on the ground truth."""
     grace = run.plan.judge.alert_grace_s if run.plan is not None else 0.0
-    longest = max(VIEW_SECONDS[w.long] for w in rule.windows)
+    # A breach needs the short view over the threshold too, so once the short view holds no
+    # call of the incident, the incident can no longer make the rule breach.
+    reach = max(VIEW_SECONDS[w.short] for w in rule.windows)
     bands = [b for b in incident_bands(run) if b.kind in CALLER_FAULTS]
     series = _series(run.calls, rule)
     breaches: list[dict[str, Any]] = []
     evaluated = excluded = 0
     for target, (ends, values) in sorted(series.items()):
-        out = [(b.start, b.end + longest + grace) for b in bands if _hits(b, target)]
+        out = [(b.start, b.end + reach + grace) for b in bands if _hits(b, target)]
         held_since: float | None = None
         for t in range(math.floor(ends[0]) + 1, math.ceil(ends[-1]) + 2):
             if any(a <= t <= z for a, z in out):

@@ -61,7 +61,7 @@ _SINK_QUEUE_FAMILIES: Final = (
     "egresswatch_sink_open_records",
     "egresswatch_sink_stalled_batches",
 )
-_SAMPLE_LINE = re.compile(rb"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? +([^ ]+)", re.M)
+_SAMPLE_LINE = re.compile(rb"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}\n]*\})? +([^ \n]+)", re.M)
 
 
 def metric_values(exposition: bytes, names: frozenset[str]) -> dict[str, float]:

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import msgspec
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from pipeline.campaign._sources import (
     DEFAULT_QUERIES,
@@ -48,6 +48,7 @@ from pipeline.campaign._sources import (
     query_prometheus,
     sink_queues,
 )
+from pipeline.campaign.evidence import topic_partitions
 from pipeline.campaign.raw import AlertSeen, LoadTick, Sample, append_jsonl
 from tables.alerting import InvalidAlert, decode_alert
 
@@ -251,7 +252,7 @@ class AlertsTail:
         )
         await consumer.start()
         try:
-            partitions = await self._partitions(consumer)
+            partitions = await topic_partitions(consumer, self.topic, wait_s=30)
             consumer.assign(partitions)
             for tp in partitions:
                 if tp.partition in self._positions:
@@ -267,15 +268,6 @@ class AlertsTail:
                         self._positions[tp.partition] = record.offset + 1
         finally:
             await consumer.stop()
-
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        for _ in range(50):
-            found = consumer.partitions_for_topic(self.topic)
-            if found:
-                return [TopicPartition(self.topic, p) for p in sorted(found)]
-            await consumer.topics()  # refreshes the metadata
-            await asyncio.sleep(0.2)
-        raise RuntimeError(f"topic {self.topic!r} has no partitions (does it exist?)")
 
     def _record(self, value: bytes) -> None:
         received_at = time.time()

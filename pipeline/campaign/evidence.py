@@ -34,7 +34,13 @@ from pipeline.campaign._sources import metric_values
 from pipeline.campaign.raw import KafkaEvent, KafkaSummary, write_json
 from pipeline.envelope import InvalidEnvelope, decode_batch
 
-__all__ = ["EvidenceError", "read_probe_topic", "read_rgw", "wait_sink_settled"]
+__all__ = [
+    "EvidenceError",
+    "read_probe_topic",
+    "read_rgw",
+    "topic_partitions",
+    "wait_sink_settled",
+]
 
 _SINK_GAUGES = frozenset(
     {
@@ -120,17 +126,28 @@ async def wait_sink_settled(
 # ---------------------------------------------------------------------------------- Kafka
 
 
+async def topic_partitions(
+    consumer: AIOKafkaConsumer, topic: str, *, wait_s: float = 10.0
+) -> list[TopicPartition]:
+    """Every partition of ``topic``; raises :class:`EvidenceError` if it has none."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        numbers = consumer.partitions_for_topic(topic)
+        if numbers:
+            return [TopicPartition(topic, p) for p in sorted(numbers)]
+        if time.monotonic() > deadline:
+            raise EvidenceError(f"topic {topic!r} does not exist (no partitions in {wait_s} s)")
+        # A group-less consumer only learns topics from a full metadata refresh (as the
+        # live feed does it).
+        await consumer._client.force_metadata_update()  # noqa: SLF001
+        await asyncio.sleep(0.2)
+
+
 async def _records(
     consumer: AIOKafkaConsumer, topic: str, timeout_s: float
 ) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic`` from its beginning to the end offsets taken now."""
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        await consumer.topics()
-        partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        raise EvidenceError(f"topic {topic!r} does not exist")
-    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    tps = await topic_partitions(consumer, topic)
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
     ends = await consumer.end_offsets(tps)

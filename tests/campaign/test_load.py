@@ -207,6 +207,8 @@ async def test_attempts_equal_events_for_every_outcome(
         assert {c.phase for c in calls} == {"ab", "load"}
         assert sum(not c.probed for c in calls) > 5
         assert all(c.status == 200 and c.attempts == 1 for c in calls)
+    for clients in generator.clients.values():  # the ground-truth tables hold no leftovers
+        assert clients.probed_counter.tracked == clients.baseline_counter.tracked == 0
     for call in calls:
         assert call.latency_ms >= 0 and call.intended_at <= call.started_at + 0.05
     summary = read_json(tmp_path / "load_summary.json", LoadSummary)

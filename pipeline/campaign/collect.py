@@ -50,6 +50,7 @@ from pipeline.campaign._sources import (
 )
 from pipeline.campaign.evidence import topic_partitions
 from pipeline.campaign.raw import AlertSeen, LoadTick, Sample, append_jsonl
+from pipeline.settings import WorkerSettings
 from tables.alerting import InvalidAlert, decode_alert
 
 __all__ = ["DEFAULT_QUERIES", "AlertsTail", "Collector"]
@@ -72,7 +73,7 @@ class Collector:
         extra_queues: Callable[[], QueueFigures] | None = None,
         queries: Mapping[str, str] = DEFAULT_QUERIES,
         emitter_queue_cap: float | None = None,
-        spool_cap_bytes: float | None = None,
+        spool_cap_bytes: float | None = float(WorkerSettings().spool_max_bytes),
         interval_s: float = 1.0,
         windows_every_s: float = 5.0,
         metrics_every_s: float = 5.0,
@@ -156,13 +157,17 @@ class Collector:
             )
             for name in names
         ]
-        prometheus: Any = _nothing({})
-        queues: Any = _nothing({})
+        sources: list[Any] = list(probes)
         if self.prometheus_url:
             url = self.prometheus_url.rstrip("/")
-            prometheus = query_prometheus(self._client, url, self.queries, instances)
-            queues = sink_queues(self._client, url, instances, self.spool_cap_bytes)
-        *worker_results, prom_values, sink = await asyncio.gather(*probes, prometheus, queues)
+            sources.append(query_prometheus(self._client, url, self.queries, instances))
+            sources.append(sink_queues(self._client, url, instances, self.spool_cap_bytes))
+        answers = await asyncio.gather(*sources)
+        worker_results = answers[: len(names)]
+        prom_values: dict[str, float | None] = {}
+        sink: dict[str, dict[str, float]] = {}
+        if self.prometheus_url:
+            prom_values, sink = answers[len(names) :]
         sample = Sample(t=started, prometheus=prom_values, processes=self.processes.read())
         for name, (figures, items) in zip(names, worker_results, strict=True):
             sample.workers[name] = figures
@@ -197,10 +202,6 @@ class Collector:
         except Exception:  # noqa: BLE001 - an observer's bug is not the run's end
             _log.exception("extra queue figures failed")
             return {}
-
-
-async def _nothing(value: dict[str, Any]) -> dict[str, Any]:
-    return value
 
 
 class AlertsTail:

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from hdrh.histogram import HdrHistogram
 
 from pipeline.campaign.load import LoadGenerator, plan_from_json
-from pipeline.campaign.profile import Plan, parse_plan
+from pipeline.campaign.profile import IncidentPlan, Plan, parse_plan
 from pipeline.campaign.raw import (
     CallRecord,
     LoadSummary,
@@ -274,6 +274,27 @@ async def test_ticks_histograms_and_summary_add_up(tmp_path: Path) -> None:
         histogram = HdrHistogram.decode((tmp_path / file).read_bytes().strip())
         assert histogram.get_total_count() == counts[name], name
     assert {c.service for c in calls} == set(plan.services)
+
+
+async def test_cardinality_burst_calls_never_seen_paths(tmp_path: Path) -> None:
+    burst = IncidentPlan(
+        id="01-cardinality_burst",
+        kind="cardinality_burst",
+        start_s=0.5,
+        end_s=1.5,
+        params={"routes": 500, "rate": 40},
+    )
+    plan = dataclasses.replace(make_plan(load_s=2), incidents=(burst,))
+    async with upstream_url("ok") as url:
+        _, sink = await run_in_process(plan, url, tmp_path)
+    calls = ground_truth(tmp_path, Counter(e.trace_id for e in sink.events))
+    attack = [c for c in calls if c.cardinality_attack]
+    assert len(attack) > 15
+    assert all(c.route.startswith("/burst1-") and c.phase == "load" for c in attack)
+    summary = read_json(tmp_path / "load_summary.json", LoadSummary)
+    assert summary.phases["cardinality_burst"].started == len(attack)
+    assert summary.phases["load"].started == len(calls) - len(attack)
+    assert "cardinality-burst" in summary.histograms
 
 
 def test_plan_from_json_reads_what_the_runner_writes(tmp_path: Path) -> None:

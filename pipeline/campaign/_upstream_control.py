@@ -61,7 +61,8 @@ class UpstreamControl:
 
     def __init__(self, base_url: str, *, timeout_s: float = 5.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+        # trust_env=False: a proxy from the environment must never carry the control calls.
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s, trust_env=False)
 
     def close(self) -> None:
         self._http.close()

@@ -32,6 +32,8 @@ _MAX_HIT_IDS: Final = 1024
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)
 _LINGER_S: Final = 1.0
 _LINGER_BYTES: Final = 256 * 1024
+_MAX_REFUSING: Final = 256
+"""Over-the-cap connections being answered 503 at once; more are reset without an answer."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class UpstreamServer:
         self._body = json_body(config.body_bytes)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._refusing = 0
 
     async def start(self) -> tuple[str, int]:
         self._server = await asyncio.start_server(
@@ -101,19 +104,24 @@ class UpstreamServer:
         self._tasks.add(task)
         if s.connections_open >= self.config.max_connections:
             s.connection_overflows += 1
-            try:
-                await self._refuse(reader, writer, 503, "too many connections")
-            except asyncio.CancelledError:
-                pass  # close() while refusing; see below why not re-raised
+            if self._refusing >= _MAX_REFUSING:
+                writer.transport.abort()  # a flood: no polite answer, just the reset
+            else:
+                self._refusing += 1
+                try:
+                    await self._refuse(reader, writer, 503, "too many connections")
+                except asyncio.CancelledError:
+                    pass  # close() while refusing; see below why not re-raised
+                finally:
+                    self._refusing -= 1
             self._tasks.discard(task)
             return
         s.connections_open += 1
         try:
             while True:
                 try:
-                    request = await asyncio.wait_for(
-                        _read_request(reader), self.config.idle_timeout_s
-                    )
+                    async with asyncio.timeout(self.config.idle_timeout_s):  # no extra task
+                        request = await _read_request(reader)
                 except TimeoutError:
                     s.idle_timeouts += 1
                     break

@@ -13,9 +13,11 @@ Control API (reserved paths the load never uses):
 - ``DELETE /_faults/{id}`` -> 204, 404 if unknown; ``GET /_faults`` -> ``{"faults": [...]}``
 - ``GET /_stats`` -> :class:`UpstreamStats`; ``GET /health`` -> 200
 
-Bounds: open connections (``max_connections``; one more gets 503 and a close), hangs in
-progress (``max_hangs``; one more is answered 503 at once), request head size (431), request
-body size (413), idle keep-alive connections (closed after ``idle_timeout_s``); each counted.
+Bounds, each counted in the stats: open connections (``max_connections``; one more gets 503
+and a close, or a bare reset when 256 such refusals are already under way), hangs in progress
+(``max_hangs``; one more is answered 503 at once), request head size (431), request body size
+(413), idle keep-alive connections (closed after ``idle_timeout_s``). A hang outlives a caller
+that gave up (the server does not watch for its close); ``max_hangs`` is what bounds them.
 
 ``python -m pipeline.campaign.upstream --host H --port P --seed N --median-ms 5 --sigma 0.5
 --body-bytes 512`` prints ``UPSTREAM_READY host:port`` on stdout once listening and serves

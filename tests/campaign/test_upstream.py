@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from pipeline.campaign._upstream_faults import FaultError, compile_route, parse_fault
 from pipeline.campaign._upstream_http import MAX_HEADER_BYTES
+from pipeline.campaign.netns import LossyHost
 from pipeline.campaign.profile import HTTP_FAULTS
 from pipeline.campaign.upstream import (
     UpstreamConfig,
@@ -434,6 +435,43 @@ def test_module_entry_point_serves_the_control_client_and_stops_on_sigterm() -> 
         for pipe in (process.stdout, process.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+def test_entry_point_binds_inside_a_network_namespace() -> None:
+    """As the runner uses it: in the upstream's own namespace, reached over the veth."""
+    with LossyHost(f"ewup{os.getpid() % 10000}") as host:
+        process = host.run_in(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.campaign.upstream",
+                "--host",
+                host.address,
+                "--port",
+                "8000",
+                "--seed",
+                "1",
+            ],  # fmt: skip
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert process.stdout is not None
+        try:
+            assert (
+                process.stdout.readline().decode().strip() == f"UPSTREAM_READY {host.address}:8000"
+            )
+            url = f"http://{host.address}:8000"
+            with UpstreamControl(url) as control:
+                control.wait_ready(5)
+                control.set_fault("r", "http_reset", "/users/{id}", {})
+                with httpx.Client(base_url=url, trust_env=False) as caller:
+                    assert caller.get("/search").status_code == 200
+                    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+                        caller.get("/users/1")
+                assert control.stats().resets == 1
+        finally:
+            process.stdout.close()
 
 
 def test_wait_ready_names_the_address_when_nothing_answers() -> None:

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from pipeline.campaign._upstream_faults import FaultError, compile_route, parse_fault
 from pipeline.campaign._upstream_http import MAX_HEADER_BYTES
 from pipeline.campaign.netns import LossyHost
-from pipeline.campaign.profile import HTTP_FAULTS
+from pipeline.campaign.profile import HTTP_FAULTS, load_plan
 from pipeline.campaign.upstream import (
     UpstreamConfig,
     UpstreamControl,
@@ -372,6 +372,16 @@ def test_every_profile_kind_parses_with_defaults_filled_in() -> None:
         "rate": 1.0,
         "hang_s": 2.0,
     }
+
+
+@pytest.mark.parametrize(
+    "profile", sorted((REPO / "campaigns").glob("*.toml")), ids=lambda p: p.stem
+)
+def test_every_http_incident_of_the_shipped_profiles_is_accepted(profile: Path) -> None:
+    for incident in load_plan(profile).incidents:
+        if incident.kind in HTTP_FAULTS:
+            body = {"kind": incident.kind, "route": incident.route, "params": incident.params}
+            parse_fault(incident.id, body)
 
 
 # --------------------------------------------------------------------------- subprocess

@@ -10,6 +10,7 @@ from typing import Any, BinaryIO
 
 import click
 
+from pipeline.campaign.cli import campaign
 from pipeline.schema import InvalidEvent, decode_event
 
 
@@ -239,6 +240,8 @@ def _write_replay(table: Any, fmt: str, out: Path | None) -> None:
     finally:
         partial.unlink(missing_ok=True)
 
+
+main.add_command(campaign)
 
 if __name__ == "__main__":
     main()

@@ -7,7 +7,8 @@ latency); for each target (per route with ``route = "*"``, the service rollup wi
 and each window pair, the long and the short view must both hold ``min_requests`` calls and
 both be over the threshold, and the breach must hold ``for_s`` seconds. An error is any outcome
 but ``ok``; a timeout is the ``timeout`` outcome. Seconds inside a caller-affecting incident
-(HTTP, TCP, packet loss; an HTTP fault with a route only for that route) and for the rule's
+(HTTP, TCP, packet loss; an HTTP fault on one route too, for every route: it opens the
+upstream's circuit breaker, which refuses the calls of all its routes) and for the rule's
 short view + ``judge.alert_grace_s`` after it are not evaluated, and a breach held across
 them starts over. ``pass``: evaluated with evidence, never breached; ``fail``: the breaches,
 when and where; ``unknown``: no second had enough calls.
@@ -153,7 +154,9 @@ def _value(rule: SloRule, rows: Any) -> float:
 
 
 def _hits(band: Band, target: Target) -> bool:
-    return band.route is None or target[1] in ("*", band.route)
+    """Every route: a fault on one route opens the upstream's circuit breaker, and the
+    breaker refuses the calls of every route to that upstream (an expected consequence)."""
+    return True
 
 
 def _extend(

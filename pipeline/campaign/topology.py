@@ -101,7 +101,7 @@ class Topology:
         stack.callback(self._close_quietly, self.upstream.close, "upstream")
         say(f"upstream: {self.upstream.describe()}")
         self._phase = "workers"
-        stack.callback(self._stop_workers)
+        stack.push_async_callback(self._stop_workers)
         await self._start_workers()
         say(f"{len(self.workers)} worker(s) ready: {', '.join(w.url for w in self.workers)}")
         self._phase = "Prometheus"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -42,6 +43,11 @@ __all__ = ["MIN_AB_COUNT", "MIN_WINDOW_CALLS", "check_i5", "read_histogram"]
 
 MIN_AB_COUNT: Final = 100
 MIN_WINDOW_CALLS: Final = 20
+
+
+def _histogram_path(run: RawRun, names: Mapping[str, str], name: str) -> Path:
+    """``LoadSummary.histograms`` names files relative to ``raw/`` (``latency/<name>.hdr``)."""
+    return run.raw_dir / names.get(name, f"latency/{name}.hdr")
 
 
 def read_histogram(path: Path) -> HdrHistogram | None:
@@ -93,8 +99,8 @@ def _ab(run: RawRun) -> dict[str, Any]:
         return {"verdict": UNKNOWN, "detail": "no plan: no bound"}
     bound = run.plan.judge.probe_median_overhead_max
     names = run.load_summary.histograms if run.load_summary is not None else {}
-    probed = read_histogram(run.raw_dir / "latency" / names.get("ab-probed", "ab-probed.hdr"))
-    base = read_histogram(run.raw_dir / "latency" / names.get("ab-baseline", "ab-baseline.hdr"))
+    probed = read_histogram(_histogram_path(run, names, "ab-probed"))
+    base = read_histogram(_histogram_path(run, names, "ab-baseline"))
     out: dict[str, Any] = {
         "bound": bound,
         "probed_count": probed.get_total_count() if probed is not None else 0,

@@ -144,7 +144,7 @@ class LoadSummary(msgspec.Struct, kw_only=True):
     probe: dict[str, int]
     """Final probe counters (internal_errors, retries, short_circuits, ...), summed."""
     histograms: dict[str, str]
-    """Name -> file under ``latency/`` (``ab-probed``, ``ab-baseline``, ``load``, ...)."""
+    """Name (``ab-probed``, ``ab-baseline``, ``load``, ...) -> file relative to ``raw/``."""
     complete: bool = True
 
 

@@ -366,6 +366,9 @@ def _write_load(raw: Path, p: Plan, spec: RunSpec, calls: list[CallRecord], sent
             phases=phases,
             emitter={"sent_events": sent, "dropped_total": 0},
             probe={"internal_errors": 0},
-            histograms={"ab-probed": "ab-probed.hdr", "ab-baseline": "ab-baseline.hdr"},
+            histograms={
+                "ab-probed": "latency/ab-probed.hdr",
+                "ab-baseline": "latency/ab-baseline.hdr",
+            },
         ),
     )

@@ -5,7 +5,8 @@ constant: warm-up at the first tier's rate, the A/B phase at ``ab_rate``, then t
 from run time 0 to ``plan.load_end_s``. Each arrival draws a service (uniform), a route
 (by weight) and a concrete path made from the route's template (``/users/{id}`` ->
 ``/users/4711``). In the A/B phase arrivals alternate between the probed client and the
-unprobed baseline client, so both see the same conditions.
+unprobed baseline client, so both see the same conditions; so do they around each Kafka or
+RGW outage (the control group of invariant I5).
 
 Each ``cardinality_burst`` incident adds a Poisson stream at its ``params.rate`` per second
 over its window, on never-seen paths ``/burst<k>-<n>/x`` (``n`` drawn among
@@ -114,6 +115,7 @@ def _main_stream(plan: Plan) -> Iterator[Arrival]:
     if not services or total <= 0.0:
         return
     ab_index = 0
+    control = _control_windows(plan)
     for at in _poisson(rng, rate_segments(plan)):
         service = services[rng.randrange(len(services))]
         index = min(bisect.bisect_right(cumulative, rng.random() * total), len(templates) - 1)
@@ -123,10 +125,22 @@ def _main_stream(plan: Plan) -> Iterator[Arrival]:
             path += f"{rng.randint(1, _MAX_ID)}{literal}"
         phase = plan.phase_at(at)
         probed = True
-        if phase == "ab":
+        if phase == "ab" or any(a <= at < z for a, z in control):
             probed = ab_index % 2 == 0
             ab_index += 1
         yield Arrival(at, phase, service, templates[index], path, probed)
+
+
+def _control_windows(plan: Plan) -> list[tuple[float, float]]:
+    """Around each Kafka or RGW outage (the outage and as long before it), arrivals
+    alternate between the probed client and an unprobed control client, as in the A/B
+    phase: I5 compares both groups under the same machine load, which a single-machine
+    outage (a broker restarting on the same cores) disturbs for every caller alike."""
+    return [
+        (i.start_s - (i.end_s - i.start_s), i.end_s)
+        for i in plan.incidents
+        if i.kind in ("kafka_down", "rgw_down")
+    ]
 
 
 def _burst_stream(plan: Plan, number: int, incident: IncidentPlan) -> Iterator[Arrival]:

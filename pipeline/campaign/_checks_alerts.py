@@ -26,6 +26,7 @@ from pipeline.campaign._checks_common import (
     incident_bands,
     worst,
 )
+from pipeline.campaign.raw import IncidentRun
 from tables.slo_rules import VIEW_SECONDS, SloRule
 
 __all__ = ["check_alerts", "check_incidents", "summarize_load"]
@@ -107,8 +108,34 @@ def check_incidents(run: RawRun, rules: dict[str, SloRule]) -> list[dict[str, An
             entry["alert_verdict"] = worst(c["fired"] for c in checks)
             entry["resolve_verdict"] = worst(c["resolved"] for c in checks)
             entry["alert_detail"] = "; ".join(c["detail"] for c in checks)
+        if band.kind == "garbage_records":
+            entry |= _dead_lettered(run, record)
         out.append(entry)
     return out
+
+
+_GARBAGE: Final = "garbage_records"
+
+
+def _dead_lettered(run: RawRun, record: IncidentRun | None) -> dict[str, Any]:
+    """Garbage on the probe topic: every record injected (by every such incident) is in the
+    dead-letter topic with a reason, and the probe's own events are not (their count is
+    I1's). ``effect_verdict`` unknown when it did not run or the topic was not read."""
+    injected = sum(
+        int(r.detail.get("garbage_records", 0)) for r in run.incidents if r.kind == _GARBAGE
+    )
+    summary = run.kafka_summary
+    if record is None or not record.ran or summary is None or injected == 0:
+        return {"effect_verdict": UNKNOWN, "effect_detail": "no garbage injected or no DLQ read"}
+    verdict = PASS if summary.dead_letters == injected else FAIL
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(summary.dead_letter_reasons.items()))
+    return {
+        "effect_verdict": verdict,
+        "effect_detail": (
+            f"{injected} garbage records injected, {summary.dead_letters} dead letters "
+            f"({reasons or 'none'})"
+        ),
+    }
 
 
 def _on_route(band: Band, alert: dict[str, Any]) -> bool:

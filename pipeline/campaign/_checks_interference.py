@@ -6,10 +6,14 @@ Parts, folded with :func:`worst`:
   same run): ``p50(probed) / p50(baseline) - 1 <= judge.probe_median_overhead_max``; p95 and
   p99 ratios are reported. Fewer than :data:`MIN_AB_COUNT` values in either: unknown.
 - ``kafka_down`` / ``rgw_down``: for each such incident, the p99 latency of the probed calls
-  scheduled (``intended_at``) inside it vs the same length just before it, at most
-  ``judge.<kind>_p99_ratio_max``. Calls inside a caller-affecting fault (HTTP, TCP, packet
-  loss) and cardinality-attack calls are left out of both windows. No such incident, one that
-  did not run, or fewer than :data:`MIN_WINDOW_CALLS` calls in a window: unknown.
+  scheduled (``intended_at``) inside it vs that of the unprobed control calls interleaved
+  with them (the load generator alternates both around each outage), at most
+  ``judge.<kind>_p99_ratio_max``: on one machine the outage itself (a broker stopping and
+  starting on the same cores) slows every caller, so the probe's share is what the control
+  group isolates. The p99 of the probed calls just before is reported beside it. Calls inside
+  a caller-affecting fault (HTTP, TCP, packet loss) and cardinality-attack calls are left
+  out. No such incident, one that did not run, or fewer than :data:`MIN_WINDOW_CALLS` calls
+  in a group: unknown.
 - ``probe_errors``: the probe's ``internal_errors`` counter is 0 (no call failed because of
   the probe); no load summary: unknown.
 """
@@ -146,9 +150,7 @@ def _outage(run: RawRun, bands: list[Band], kind: str) -> dict[str, Any]:
     calls = [
         c
         for c in run.calls
-        if c.probed
-        and not c.cardinality_attack
-        and not any(b.start <= c.intended_at < b.end for b in noisy)
+        if not c.cardinality_attack and not any(b.start <= c.intended_at < b.end for b in noisy)
     ]
     judged: list[dict[str, Any]] = []
     for band in ours:
@@ -157,21 +159,36 @@ def _outage(run: RawRun, bands: list[Band], kind: str) -> dict[str, Any]:
             judged.append(row | {"verdict": UNKNOWN, "detail": f"{band.id} did not run"})
             continue
         length = band.end - band.start
-        during = [c.latency_ms for c in calls if band.start <= c.intended_at < band.end]
-        before = [c.latency_ms for c in calls if band.start - length <= c.intended_at < band.start]
-        row |= {"calls_during": len(during), "calls_before": len(before)}
-        p_during, p_before = quantile(during, 0.99), quantile(before, 0.99)
-        row |= {"p99_during_ms": p_during, "p99_before_ms": p_before}
-        if min(len(during), len(before)) < MIN_WINDOW_CALLS or not p_before:
-            detail = f"{band.id}: fewer than {MIN_WINDOW_CALLS} calls during or before it"
+        inside = [c for c in calls if band.start <= c.intended_at < band.end]
+        during = [c.latency_ms for c in inside if c.probed]
+        control = [c.latency_ms for c in inside if not c.probed]
+        before = [
+            c.latency_ms
+            for c in calls
+            if c.probed and band.start - length <= c.intended_at < band.start
+        ]
+        p_during, p_control, p_before = (quantile(v, 0.99) for v in (during, control, before))
+        row |= {
+            "calls_during": len(during),
+            "control_calls_during": len(control),
+            "calls_before": len(before),
+            "p99_during_ms": p_during,
+            "p99_control_during_ms": p_control,
+            "p99_before_ms": p_before,
+        }
+        if p_during is not None and p_before:
+            row["ratio_to_before"] = round(p_during / p_before, 3)
+        if min(len(during), len(control)) < MIN_WINDOW_CALLS or not p_control:
+            detail = f"{band.id}: fewer than {MIN_WINDOW_CALLS} probed or control calls during it"
             judged.append(row | {"verdict": UNKNOWN, "detail": detail})
             continue
         assert p_during is not None
-        ratio = p_during / p_before
+        ratio = p_during / p_control
         verdict = PASS if ratio <= limit else FAIL
         detail = (
-            f"{band.id}: caller p99 {p_during:.1f} ms during vs {p_before:.1f} ms before "
-            f"(x{ratio:.2f}, bound x{limit})"
+            f"{band.id}: probed p99 {p_during:.1f} ms vs unprobed control {p_control:.1f} ms "
+            f"during it (x{ratio:.2f}, bound x{limit}); "
+            f"{p_before or 0:.1f} ms before it"
         )
         judged.append(row | {"ratio": round(ratio, 3), "verdict": verdict, "detail": detail})
     verdict = worst(r["verdict"] for r in judged)

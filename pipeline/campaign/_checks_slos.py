@@ -198,7 +198,9 @@ def check_seed_slos(run: RawRun) -> list[dict[str, Any]]:
         if m.type == "event"
         and m.ended_at is not None
         and m.client not in slow
-        and not any(a <= m.ended_at <= z for a, z in pipeline)
+        # Held back by an outage: ended in it, or delivered in it or just after it (events
+        # in flight when the broker stopped arrive once it is back).
+        and not any(a <= m.ended_at <= z or a <= m.received_at <= z for a, z in pipeline)
     ]
     api = [
         (s.t, float(w["api_latency_ms"]))

@@ -54,7 +54,7 @@ def histogram_name(phase: str, probed: bool, attack: bool) -> str:
         return "cardinality-burst"
     if phase == "ab":
         return "ab-probed" if probed else "ab-baseline"
-    return phase
+    return phase if probed else f"{phase}-control"
 
 
 class LatencyBook:

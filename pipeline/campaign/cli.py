@@ -8,6 +8,7 @@ when there is one) check out; 1 they do not; 4 files missing.
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -57,6 +58,9 @@ def run_command(
     from pipeline.campaign.runner import RunOptions, run_campaign
     from pipeline.campaign.stack import StackSettings
 
+    # The runner's own Kafka clients (alerts tail, evidence) outlive broker outages on
+    # purpose; their reconnect warnings would bury the live display.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     stack = StackSettings(keep_data=keep_data)
     if state_dir is not None:
         stack = StackSettings(state=state_dir.resolve(), keep_data=keep_data)

@@ -8,11 +8,13 @@ the checker compares the count injected with the dead letters read back.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Final
 
 import msgspec
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 
 from pipeline.envelope import encode_batch
 
@@ -42,10 +44,25 @@ def garbage_record(index: int) -> bytes:
     return encode_batch("garbage@campaign", index, time.time(), [event])
 
 
-async def produce_garbage(bootstrap: str, topic: str, records: int) -> int:
-    """Send ``records`` garbage records (acks=all); how many the broker acknowledged."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
+async def produce_garbage(
+    bootstrap: str, topic: str, records: int, *, connect_within_s: float = 60.0
+) -> int:
+    """Send ``records`` garbage records (acks=all); how many the broker acknowledged.
+
+    The broker may be coming back from an outage incident: connecting is retried for up to
+    ``connect_within_s`` seconds.
+    """
+    deadline = time.monotonic() + connect_within_s
+    while True:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        try:
+            await producer.start()
+            break
+        except KafkaConnectionError:
+            await producer.stop()
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1.0)
     sent = 0
     try:
         for index in range(records):

@@ -23,7 +23,7 @@ from pipeline.campaign import evidence
 from pipeline.campaign.display import LiveDisplay, RunningCounts
 from pipeline.campaign.incidents import IncidentDriver, NotRunnable
 from pipeline.campaign.profile import IncidentPlan, Plan
-from pipeline.campaign.raw import IncidentRun, LoadTick, append_jsonl, write_jsonl
+from pipeline.campaign.raw import IncidentRun, LoadTick, append_jsonl, write_json, write_jsonl
 from pipeline.campaign.stack import StackSettings
 from pipeline.campaign.topology import Topology
 
@@ -171,9 +171,13 @@ class Session:
         self.console.print("reading the evidence back: sink settled, Kafka, RGW...")
         settled = await evidence.wait_sink_settled(topo.worker_urls(), timeout=90)
         append_jsonl(self.raw / "settle.jsonl", settled)
-        await evidence.read_probe_topic(
+        summary = await evidence.read_probe_topic(
             topo.kafka.bootstrap, topo.topics.probe, topo.topics.dead_letters, self.raw
         )
+        summary.garbage_injected = sum(
+            int(r.detail.get("garbage_records", 0)) for r in self.incident_runs.values()
+        )
+        write_json(self.raw / "kafka_summary.json", summary)
         since = (self.t0 or time.time()) - 120
         await evidence.read_rgw(
             topo.rgw.endpoint,

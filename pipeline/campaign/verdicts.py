@@ -63,7 +63,12 @@ def judge(raw_dir: Path, rules_path: Path) -> dict[str, Any]:
     verdicts = [
         *(v["verdict"] for v in invariants.values()),
         *(s["verdict"] for s in slos),
-        *(i[key] for i in incidents for key in ("alert_verdict", "resolve_verdict") if i[key]),
+        *(
+            i[key]
+            for i in incidents
+            for key in ("alert_verdict", "resolve_verdict", "effect_verdict")
+            if i.get(key)
+        ),
         alerts["verdict"],
     ]
     result: dict[str, Any] = {

@@ -206,7 +206,14 @@ def _calls_and_events(
     while t < T0 + p.load_end_s:
         phase = p.phase_at(t - T0)
         route = p.routes[n % 2].template
-        probed = not (phase == "ab" and n % 2)
+        # Alternate probed and control calls in the A/B phase and around outages, as the
+        # load generator does.
+        around_outage = any(
+            i.start_s - (i.end_s - i.start_s) <= t - T0 < i.end_s
+            for i in p.incidents
+            if i.kind in ("kafka_down", "rgw_down")
+        )
+        probed = not ((phase == "ab" or around_outage) and n % 2)
         broken = route == "/search" and fault[0] <= t < fault[1]
         if burst is not None and route == "/users/{id}":
             broken = broken or burst[0] <= t < burst[1]

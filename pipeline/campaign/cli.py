@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -17,6 +18,13 @@ import click
 __all__ = ["EXIT_CODES", "campaign"]
 
 EXIT_CODES = {"pass": 0, "fail": 1, "unknown": 3}
+
+
+class StackDefaults:
+    """Ports apart from the demo's (19092, 17480) and the test suite's (19192, 17580)."""
+
+    kafka_port = 19392
+    rgw_port = 17680
 
 
 @click.group("campaign")
@@ -43,6 +51,20 @@ def campaign() -> None:
     help="Where Kafka, Ceph and the workers keep their state [default: var/campaign].",
 )
 @click.option("--keep-data", is_flag=True, help="Keep Kafka's and Ceph's data after the run.")
+@click.option(
+    "--kafka-port",
+    type=click.IntRange(1024, 65534),
+    default=StackDefaults.kafka_port,
+    show_default=True,
+    help="The run's broker (the controller takes the next port).",
+)
+@click.option(
+    "--rgw-port",
+    type=click.IntRange(1024, 65534),
+    default=StackDefaults.rgw_port,
+    show_default=True,
+    help="The run's radosgw (the Ceph mon takes the next port).",
+)
 def run_command(
     profile: str,
     quick: bool,
@@ -50,6 +72,8 @@ def run_command(
     sign_key: Path | None,
     state_dir: Path | None,
     keep_data: bool,
+    kafka_port: int,
+    rgw_port: int,
 ) -> None:
     """Run PROFILE (a name in campaigns/ or a .toml path) and write its report."""
     from rich.console import Console
@@ -61,9 +85,9 @@ def run_command(
     # The runner's own Kafka clients (alerts tail, evidence) outlive broker outages on
     # purpose; their reconnect warnings would bury the live display.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    stack = StackSettings(keep_data=keep_data)
+    stack = StackSettings(keep_data=keep_data, kafka_port=kafka_port, rgw_port=rgw_port)
     if state_dir is not None:
-        stack = StackSettings(state=state_dir.resolve(), keep_data=keep_data)
+        stack = replace(stack, state=state_dir.resolve())
     console = Console(stderr=True)
     options = RunOptions(profile=profile, quick=quick, out=out, sign_key=sign_key, stack=stack)
     try:

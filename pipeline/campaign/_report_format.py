@@ -24,6 +24,7 @@ __all__ = [
     "fmt_utc",
     "Verdict",
     "alerts_summary",
+    "check_rows",
     "incident_row",
     "incident_window",
     "load_rows",
@@ -125,7 +126,7 @@ def incident_row(incident: Mapping[str, Any]) -> tuple[Any, ...]:
         a.get("rule", fmt(a)) if isinstance(a, Mapping) else a
         for a in incident.get("alerts_raised") or []
     ]
-    notes = [incident.get("reason"), incident.get("alert_detail")]
+    notes = [incident.get("reason"), incident.get("alert_detail"), incident.get("effect_detail")]
     return (
         incident.get("id"),
         incident.get("kind"),
@@ -137,6 +138,24 @@ def incident_row(incident: Mapping[str, Any]) -> tuple[Any, ...]:
         _optional_verdict(incident.get("resolve_verdict")),
         "; ".join(str(n) for n in notes if n),
     )
+
+
+def check_rows(doc: Mapping[str, Any]) -> list[tuple[str, object, str]]:
+    """The summary's rows beyond invariants and SLOs: every check ``overall`` folds in."""
+    rows: list[tuple[str, object, str]] = []
+    for incident in doc.get("incidents") or []:
+        name = f"{incident.get('id')}"
+        expected = ", ".join(str(a) for a in incident.get("expect_alerts") or [])
+        if incident.get("alert_verdict"):
+            rows.append(("alert", incident["alert_verdict"], f"{name} raised {expected}"))
+        if incident.get("resolve_verdict"):
+            rows.append(("alert", incident["resolve_verdict"], f"{name}: {expected} resolved"))
+        if incident.get("effect_verdict"):
+            rows.append(("incident", incident["effect_verdict"], f"{name}: dead-lettered"))
+    alerts = doc.get("alerts") or {}
+    if alerts.get("verdict"):
+        rows.append(("alerts", alerts["verdict"], "no alert without an incident"))
+    return rows
 
 
 def alerts_summary(alerts: Mapping[str, Any]) -> tuple[str, list[Any], list[tuple[str, Any]]]:

@@ -17,6 +17,7 @@ from pipeline.campaign._report_format import (
     INVARIANT_NAMES,
     Verdict,
     alerts_summary,
+    check_rows,
     extra_items,
     flatten,
     fmt,
@@ -120,6 +121,7 @@ def _header(doc: Mapping[str, Any]) -> list[str]:
         for name in INVARIANT_NAMES
     ]
     rows += [("SLO", _Raw(badge(s.get("verdict"))), s.get("name")) for s in doc["slos"]]
+    rows += [(check, _Raw(badge(verdict)), what) for check, verdict, what in check_rows(doc)]
     return out + _table(("Check", "Verdict", "What"), rows)
 
 

@@ -15,6 +15,7 @@ from pipeline.campaign._report_format import (
     INCIDENT_HEADERS,
     INVARIANT_NAMES,
     alerts_summary,
+    check_rows,
     extra_items,
     flatten,
     fmt,
@@ -78,6 +79,8 @@ def _header(doc: Mapping[str, Any]) -> list[str]:
         lines.append(f"| {name} | {verdict_word(inv.get('verdict'))} | {cell(inv.get('title'))} |")
     for slo in doc["slos"]:
         lines.append(f"| SLO | {verdict_word(slo.get('verdict'))} | {cell(slo.get('name'))} |")
+    for check, verdict, what in check_rows(doc):
+        lines.append(f"| {check} | {verdict_word(verdict)} | {cell(what)} |")
     return [*lines, ""]
 
 

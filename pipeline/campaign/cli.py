@@ -151,6 +151,8 @@ def verify_command(run_dir: Path, allowed_signers: Path | None, identity: str | 
 def _summary(run_dir: Path) -> None:
     import json
 
+    from pipeline.campaign._report_format import check_rows
+
     path = run_dir / "report.json"
     if not path.exists():
         return
@@ -160,3 +162,5 @@ def _summary(run_dir: Path) -> None:
         click.echo(f"  {name} {inv.get('verdict'):<8} {inv.get('title', '')}")
     for slo in body.get("slos", []):
         click.echo(f"  SLO {slo.get('name')}: {slo.get('verdict')}")
+    for check, verdict, what in check_rows(body):
+        click.echo(f"  {check} {what}: {verdict}")

@@ -119,7 +119,7 @@ def test_tiny_campaign_runs_judges_signs_and_cleans_up(tmp_path: Path) -> None:
     html = (out / "report.html").read_text()
     assert "<svg" in html and "<script src" not in html
     assert "INCOMPLETE" not in (out / "report.md").read_text()
-    assert took < 240, f"the tiny campaign took {took:.0f} s"
+    assert took < 150, f"the tiny campaign took {took:.0f} s (about 80 s on 2 idle cores)"
 
     verify = subprocess.run(
         _campaign("verify", str(out), state=state), cwd=REPO, capture_output=True, text=True

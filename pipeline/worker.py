@@ -111,6 +111,7 @@ def build_worker(settings: WorkerSettings) -> tuple[EgressApp, faust.Worker]:
     from agents.wiring import build_runtime, register
     from api.app import create_api
     from api.live import KafkaLiveFeed, LiveHub, live_routes
+    from api.live.collector import LiveCollector
 
     ctx = create_app(settings)
     runtime = build_runtime(ctx)
@@ -122,6 +123,7 @@ def build_worker(settings: WorkerSettings) -> tuple[EgressApp, faust.Worker]:
         probe_topic=settings.probe_topic,
         alerts_topic=settings.alerts_topic,
     )
+    runtime.registry.register(LiveCollector(hub, feed))
     api = create_api(settings, backend=runtime, extra_routes=live_routes(hub))
     http = HttpService(api, host=settings.http_host, port=settings.http_port)
     worker = _Worker(ctx.app, http, _LiveFeedService(feed), loglevel="info", quiet=True)

@@ -36,7 +36,8 @@ DEFAULT_QUERIES: Final[Mapping[str, str]] = {
     "dead_letters": "sum(egresswatch_dead_letters_total)",
     "late_events": "sum(egresswatch_late_events_total)",
     "dropped_events": "sum(egresswatch_dropped_events_total)",
-    "ws_dropped": 'sum(egresswatch_dropped_events_total{stage="websocket"})',
+    "ws_dropped": "sum(egresswatch_live_dropped_messages_total)",
+    "ws_shed": "sum(egresswatch_live_shed_events_total)",
     "label_overflow": "sum(egresswatch_label_overflow_total)",
     "metric_series_max": "max(egresswatch_metric_series)",
     "spool_bytes": "sum(egresswatch_sink_spool_bytes)",
@@ -60,6 +61,9 @@ _SINK_QUEUE_FAMILIES: Final = (
     "egresswatch_sink_spool_refusals_total",
     "egresswatch_sink_open_records",
     "egresswatch_sink_stalled_batches",
+    "egresswatch_live_buffered_messages",
+    "egresswatch_live_buffer_capacity_messages",
+    "egresswatch_live_dropped_messages_total",
 )
 _SAMPLE_LINE = re.compile(rb"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}\n]*\})? +([^ \n]+)", re.M)
 
@@ -176,8 +180,9 @@ async def sink_queues(
     instances: Mapping[str, str],
     spool_cap_bytes: float | None,
 ) -> dict[str, dict[str, float]]:
-    """``spool/<worker>`` (bytes, cap, refusals) and ``sink_open/<worker>`` (records in open
-    batches, stalled batches) from the latest scrape of each worker."""
+    """``spool/<worker>`` (bytes, cap, refusals), ``sink_open/<worker>`` (records in open
+    batches, stalled batches) and ``live/<worker>`` (messages buffered for WebSocket clients,
+    their bound, drops) from the latest scrape of each worker."""
     expr = '{__name__=~"' + "|".join(_SINK_QUEUE_FAMILIES) + '"}'
     by_worker: dict[str, dict[str, float]] = {}
     for series in await _query(client, base_url, expr):
@@ -206,6 +211,13 @@ async def sink_queues(
                 "depth": open_records,
                 "stalled": got.get("egresswatch_sink_stalled_batches", 0.0),
             }
+        if (buffered := got.get("egresswatch_live_buffered_messages")) is not None:
+            live = {"depth": buffered}
+            if (cap := got.get("egresswatch_live_buffer_capacity_messages")) is not None:
+                live["cap"] = cap
+            if (dropped := got.get("egresswatch_live_dropped_messages_total")) is not None:
+                live["drops"] = dropped
+            queues[f"live/{name}"] = live
     return queues
 
 

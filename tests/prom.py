@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.campaign.prometheus import prometheus_config
 from tests.ports import free_port
 
 PROMETHEUS = Path("/usr/bin/prometheus")
@@ -143,21 +144,6 @@ class Prometheus:
             raise AssertionError(f"prometheus exited ({self.process.returncode}):\n{self.tail()}")
 
 
-def _config(job: str, targets: Sequence[str], scrape_interval: str) -> str:
-    quoted = ", ".join(json.dumps(t) for t in targets)
-    return (
-        "global:\n"
-        f"  scrape_interval: {scrape_interval}\n"
-        f"  scrape_timeout: {scrape_interval}\n"
-        f"  evaluation_interval: {scrape_interval}\n"
-        "scrape_configs:\n"
-        f"  - job_name: {json.dumps(job)}\n"
-        "    metrics_path: /metrics\n"
-        "    static_configs:\n"
-        f"      - targets: [{quoted}]\n"
-    )
-
-
 @contextlib.contextmanager
 def run_prometheus(
     targets: Sequence[str],
@@ -171,7 +157,7 @@ def run_prometheus(
     binary = ensure_prometheus()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"
-    config.write_text(_config(job, targets, scrape_interval))
+    config.write_text(prometheus_config(job, targets, scrape_interval))
     check = subprocess.run(
         [str(PROMTOOL), "check", "config", str(config)], capture_output=True, text=True, timeout=60
     )

@@ -34,7 +34,8 @@ class RunningCounts:
     retries: int = 0
     breaker_open: int = 0
     last: LoadTick | None = None
-    achieved: list[int] = field(default_factory=list)
+    achieved: list[tuple[float, int]] = field(default_factory=list)
+    """(tick end, calls started) of the last five ticks."""
 
     def add(self, tick: LoadTick) -> None:
         self.started += tick.started
@@ -46,7 +47,7 @@ class RunningCounts:
         self.retries += tick.retries
         self.breaker_open += tick.breaker_open
         self.last = tick
-        self.achieved = [*self.achieved[-4:], tick.started]
+        self.achieved = [*self.achieved[-4:], (tick.t, tick.started)]
 
 
 class LiveDisplay:
@@ -97,7 +98,9 @@ class LiveDisplay:
         return ", ".join(names) or "none"
 
     def _achieved(self, counts: RunningCounts) -> float:
-        return sum(counts.achieved) / len(counts.achieved) if counts.achieved else 0.0
+        """Calls started per second over the ticks of the last five seconds."""
+        recent = [n for t, n in counts.achieved if t >= time.time() - 5.5]
+        return sum(recent) / len(recent) if recent else 0.0
 
     def _table(
         self, t0: float | None, now: float, counts: RunningCounts, status: dict[str, str]

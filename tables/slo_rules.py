@@ -1,10 +1,12 @@
 """SLO alert rules: the versioned TOML rules file, validated into frozen dataclasses.
 
-The format is documented in ``docs/alerts.md``; ``config/slo-rules.toml`` is the shipped
-default. Parsing is strict: a missing or unknown key, a wrong type or an out-of-range number
-raises :class:`SloConfigError` with a message naming the file, the rule and the field::
+The format is documented in ``docs/alerts.md``; ``tables/defaults/slo-rules.toml`` is the
+shipped default, package data read through :mod:`importlib.resources` (so an installed wheel
+finds it as a source checkout does). Parsing is strict: a missing or unknown key, a wrong type
+or an out-of-range number raises :class:`SloConfigError` with a message naming the file, the
+rule and the field::
 
-    config/slo-rules.toml: rule 'checkout-p99': threshold_ms must be > 0
+    rules.toml: rule 'checkout-p99': threshold_ms must be > 0
 
 Errors::
 
@@ -21,6 +23,8 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
@@ -49,7 +53,9 @@ __all__ = [
 ]
 
 RULES_VERSION: Final = 1
-DEFAULT_RULES_FILE: Final = Path(__file__).resolve().parents[1] / "config" / "slo-rules.toml"
+# Package data (pyproject's package-data ships it in the wheel); a real file on disk for every
+# ordinary install, but read only through the Traversable API.
+DEFAULT_RULES_FILE: Final[Traversable] = files("tables").joinpath("defaults", "slo-rules.toml")
 
 Kind = Literal["latency_p99", "error_rate", "timeout_rate"]
 KINDS: Final[tuple[str, ...]] = ("latency_p99", "error_rate", "timeout_rate")
@@ -165,11 +171,17 @@ def decimal_clean(value: float) -> float:
     return float(f"{value:.12g}")
 
 
-def load_rules(path: str | os.PathLike[str] = DEFAULT_RULES_FILE) -> tuple[SloRule, ...]:
-    """Read and validate a rules file. Raises :class:`SloConfigError`."""
-    source = os.fspath(path)
+def load_rules(
+    path: str | os.PathLike[str] | Traversable = DEFAULT_RULES_FILE,
+) -> tuple[SloRule, ...]:
+    """Read and validate a rules file (the shipped defaults by default).
+
+    Raises :class:`SloConfigError`.
+    """
+    target = Path(path) if isinstance(path, str | os.PathLike) else path
+    source = str(target)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = target.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SloConfigError(f"{source}: cannot read rules file: {exc}") from exc
     return parse_rules(text, source=source)

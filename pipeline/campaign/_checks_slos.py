@@ -1,7 +1,7 @@
 """The SLOs, judged as sustained breaches: the rules file on the ground truth, plus the seed's.
 
-Rules (``config/slo-rules.toml``, docs/alerts.md) are replayed on the callers' ground truth
-(``calls.jsonl``, probed calls, cardinality-attack calls left out), second by second, the way
+Rules (``tables/defaults/slo-rules.toml``, docs/alerts.md) are replayed on the callers' ground
+truth (``calls.jsonl``, probed calls, cardinality-attack calls left out), second by second, the way
 the workers' alert engine reads its windows: a call counts at its end (``intended_at`` +
 latency); for each target (per route with ``route = "*"``, the service rollup without a route)
 and each window pair, the long and the short view must both hold ``min_requests`` calls and

@@ -127,7 +127,7 @@ class IncidentPlan:
     route: str | None = None
     """HTTP faults only: the route template it hits (None: every route)."""
     expect_alerts: tuple[str, ...] = ()
-    """Names of SLO rules (config/slo-rules.toml) this incident must make fire."""
+    """Names of SLO rules (tables/defaults/slo-rules.toml) this incident must make fire."""
 
 
 @dataclass(frozen=True)

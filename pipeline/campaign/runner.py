@@ -24,7 +24,7 @@ from pipeline.campaign.stack import REPO, StackSettings
 
 __all__ = ["RULES_PATH", "RunOptions", "RunOutcome", "default_out", "render", "run_campaign"]
 
-RULES_PATH = REPO / "config" / "slo-rules.toml"
+RULES_PATH = REPO / "tables" / "defaults" / "slo-rules.toml"
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from pipeline.campaign.raw import (
 __all__ = ["PROFILE", "RULES", "T0", "RunSpec", "plan", "write_run"]
 
 T0 = 1_700_000_000.0
-RULES = Path(__file__).resolve().parents[2] / "config" / "slo-rules.toml"
+RULES = Path(__file__).resolve().parents[2] / "tables" / "defaults" / "slo-rules.toml"
 PROFILE = """
 version = 1
 name = "synthetic"

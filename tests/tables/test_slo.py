@@ -705,7 +705,7 @@ def test_a_file_round_trips_through_toml(tmp_path: Path) -> None:
 
 
 def test_the_shipped_rules_file_loads() -> None:
-    assert DEFAULT_RULES_FILE == ROOT / "config" / "slo-rules.toml"
+    assert DEFAULT_RULES_FILE == ROOT / "tables" / "defaults" / "slo-rules.toml"
     shipped = {rule.name: rule for rule in load_rules()}
     assert {rule.kind for rule in shipped.values()} == {"latency_p99", "error_rate", "timeout_rate"}
     assert all(rule.service == "*" for rule in shipped.values())

@@ -4,7 +4,8 @@
 settings and a :class:`~api.backend.Backend`; there are no module-level clients.
 
 Routes (each ``/v1/<path>`` also answers at the seed's ``/<path>``): ``health/live``,
-``health/ready``, ``metrics/network``, ``resilience/state``, ``metrics``; plus
+``health/ready``, ``metrics/network``, ``metrics/network/history``, ``alerts``,
+``resilience/state``, ``metrics``; plus
 ``/v1/openapi.json`` and whatever ``extra_routes`` the caller adds (the WebSocket and the
 dashboard), which get the same middleware.
 
@@ -32,13 +33,15 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from api import openapi
+from api.alert_log import AlertLog
 from api.backend import Backend
 from api.errors import exception_handlers
 from api.middleware.auth import BearerAuthMiddleware
 from api.middleware.ratelimit import RateLimitMiddleware, TokenBuckets
 from api.middleware.timeout import TimeoutMiddleware
 from api.middleware.tracing import RequestCounts, TracingMiddleware
-from api.routes import health, metrics, network, resilience
+from api.routes import alerts as alerts_route
+from api.routes import health, history, metrics, network, resilience
 from pipeline.logs import log_fields
 from pipeline.settings import SettingsError, WorkerSettings
 
@@ -67,9 +70,12 @@ def create_api(
     backend: Backend,
     extra_routes: Sequence[BaseRoute] = (),
     clock: Callable[[], float] = time.monotonic,
+    alerts: AlertLog | None = None,
 ) -> Starlette:
     """The API of one worker. ``clock`` drives the rate limiter's buckets (tests pass a
-    fake one). Raises :class:`~pipeline.settings.SettingsError` for unusable settings."""
+    fake one); ``alerts`` is the log ``GET /v1/alerts`` reads (the worker's live feed fills
+    it; an empty one without it). Raises :class:`~pipeline.settings.SettingsError` for
+    unusable settings."""
     _check(settings)
     counts = RequestCounts()
     buckets = (
@@ -96,6 +102,8 @@ def create_api(
     routes: list[BaseRoute] = [
         *health.routes(backend),
         *network.routes(backend),
+        *history.routes(backend),
+        *alerts_route.routes(alerts if alerts is not None else AlertLog()),
         *resilience.routes(backend),
         *metrics.routes(backend),
         *openapi.routes(),

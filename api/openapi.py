@@ -18,17 +18,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from api.routes.alerts import STATES
+from api.routes.history import DEFAULT_KEYS, DEFAULT_MINUTES, MAX_KEYS, MAX_MINUTES
 from api.routes.network import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, METHODS
-from tables.windows import VIEWS
+from tables.windows import BUCKET_S, VIEWS
 
 __all__ = ["API_VERSION", "openapi_document", "routes"]
 
-API_VERSION: Final = "1.0.0"
+API_VERSION: Final = "1.1.0"
 _HEX32: Final = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
 _COUNT: Final = {"type": "integer", "minimum": 0}
 _RATIO: Final = {"type": "number", "minimum": 0, "maximum": 1}
 _MS_OR_NULL: Final = {"type": ["number", "null"], "minimum": 0}
 _BREAKER_STATES: Final = ["closed", "open", "half_open"]
+_EPOCH: Final = {"type": "number", "minimum": 0, "description": "epoch s"}
+_NUMBER_OR_NULL: Final = {"type": ["number", "null"]}
 
 
 def _ref(kind: str, name: str) -> dict[str, str]:
@@ -176,6 +180,8 @@ def _schemas() -> dict[str, Any]:
                 "items": {"type": "array", "items": _ref("schemas", "WindowStats")},
             }
         ),
+        **_history_schemas(),
+        **_alert_schemas(),
         "Transition": transition,
         "UpstreamState": upstream,
         "ResilienceState": _obj(
@@ -195,6 +201,113 @@ def _schemas() -> dict[str, Any]:
             extra=True,
         ),
     }
+
+
+def _history_schemas() -> dict[str, Any]:
+    point = _obj(
+        {
+            "end": {"type": "integer", "description": "epoch s, end of the view (exclusive)"},
+            "requests": _COUNT,
+            "rate_per_s": {"type": "number", "minimum": 0},
+            "errors": _COUNT,
+            "error_rate": _RATIO,
+            "timeouts": _COUNT,
+            "p50_ms": _MS_OR_NULL,
+            "p95_ms": _MS_OR_NULL,
+            "p99_ms": _MS_OR_NULL,
+        },
+        description="The window view ending at one bucket (the fields of WindowStats a "
+        "chart needs).",
+    )
+    series = _obj(
+        {
+            "service": {"type": "string"},
+            "method": {"type": "string"},
+            "route": {"type": "string"},
+            "points": {
+                "type": "array",
+                "items": _ref("schemas", "HistoryPoint"),
+                "description": "oldest first; buckets without requests are left out",
+            },
+        }
+    )
+    page = _obj(
+        {
+            "window": {"type": "string", "enum": list(VIEWS)},
+            "minutes": {"type": "integer", "minimum": 1, "maximum": MAX_MINUTES},
+            "step_s": {"const": BUCKET_S},
+            "stream_time": {
+                "type": ["integer", "null"],
+                "description": "end of the latest bucket seen (epoch s); null before data",
+            },
+            "total": {**_COUNT, "description": "keys matching the filters"},
+            "limit": {"type": "integer", "minimum": 1, "maximum": MAX_KEYS},
+            "series": {
+                "type": "array",
+                "maxItems": MAX_KEYS,
+                "items": _ref("schemas", "HistorySeries"),
+            },
+        }
+    )
+    return {"HistoryPoint": point, "HistorySeries": series, "HistoryPage": page}
+
+
+def _alert_schemas() -> dict[str, Any]:
+    """An alert record v1 (tables.alerting.AlertRecord, docs/alerts.md) plus its state."""
+    name = {"type": "string", "minLength": 1, "maxLength": 256}
+    item = _obj(
+        {
+            "schema_version": {"const": 1},
+            "alert_id": _HEX32,
+            "status": {"type": "string", "enum": ["firing", "resolved", "still_firing"]},
+            "rule": name,
+            "kind": {"type": "string", "enum": ["latency_p99", "error_rate", "timeout_rate"]},
+            "severity": {"type": "string", "enum": ["page", "ticket"]},
+            "service": name,
+            "route": name,
+            "method": name,
+            "observed": _obj(
+                {
+                    "value": _NUMBER_OR_NULL,
+                    "by_view": {"type": "object", "additionalProperties": {"type": "number"}},
+                }
+            ),
+            "threshold": {"type": "number"},
+            "objective": _NUMBER_OR_NULL,
+            "burn_rate": _NUMBER_OR_NULL,
+            "views": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2},
+            "started_at": _EPOCH,
+            "fired_at": _EPOCH,
+            "resolved_at": {"type": ["number", "null"], "minimum": 0},
+            "evaluated_at": _EPOCH,
+            "example_trace_ids": {"type": "array", "items": _HEX32},
+            "trace_id": _HEX32,
+            "request_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+            "message": {"type": "string"},
+            "state": {"type": "string", "enum": list(STATES)},
+        },
+        description="The latest record of one alert episode, and its state: firing (its "
+        "last record was firing or still_firing) or resolved.",
+    )
+    log = {
+        "type": "object",
+        "description": "The worker's alert log: held episodes against their bound and the "
+        "counters (dropped_total: pushed out when full; expired_total: resolved longer ago "
+        "than the retention).",
+        "required": ["held", "capacity", "dropped_total"],
+        "properties": {"held": _COUNT, "capacity": _COUNT, "dropped_total": _COUNT},
+        "additionalProperties": _COUNT,
+    }
+    page = _obj(
+        {
+            "total": _COUNT,
+            "firing": _COUNT,
+            "resolved": _COUNT,
+            "items": {"type": "array", "items": _ref("schemas", "AlertItem")},
+            "log": log,
+        }
+    )
+    return {"AlertItem": item, "AlertsPage": page}
 
 
 def _error_response(description: str, **headers: Any) -> dict[str, Any]:
@@ -290,6 +403,47 @@ def openapi_document() -> dict[str, Any]:
             "Page size.",
         ),
     ]
+    route = network_params[2]
+    method = network_params[3]
+    history_params = [
+        network_params[0],
+        service,
+        route,
+        method,
+        _param(
+            "minutes",
+            {"type": "integer", "minimum": 1, "maximum": MAX_MINUTES, "default": DEFAULT_MINUTES},
+            "How far back, in minutes of stream time.",
+        ),
+        _param(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": MAX_KEYS, "default": DEFAULT_KEYS},
+            "At most this many keys (sorted).",
+        ),
+    ]
+    instant = {
+        "anyOf": [
+            {"type": "string", "pattern": "^[0-9]{1,11}(\\.[0-9]{1,6})?$"},
+            {"type": "string", "format": "date-time"},
+        ]
+    }
+    alert_params = [
+        _param("service", {"type": "string", "minLength": 1, "maxLength": 256}, "Exact service."),
+        _param(
+            "route",
+            {"type": "string", "minLength": 1, "maxLength": 256},
+            "Exact route template; * for a service's rollup alerts.",
+        ),
+        _param("rule", {"type": "string", "minLength": 1, "maxLength": 64}, "Exact rule name."),
+        _param("state", {"type": "string", "enum": list(STATES)}, "firing or resolved."),
+        _param(
+            "since",
+            instant,
+            "Alerts active at or after this time: epoch seconds or ISO 8601 (UTC without "
+            "an offset).",
+        ),
+        _param("until", instant, "Alerts that fired before this time (same forms)."),
+    ]
     text = {"type": "string"}
     metrics_ok = {
         "description": "Prometheus text format, or OpenMetrics if Accept asks for it.",
@@ -336,6 +490,24 @@ def openapi_document() -> dict[str, Any]:
                 parameters=network_params,
             )
         },
+        "/v1/metrics/network/history": {
+            "get": _operation(
+                "metrics_network_history",
+                "A key's window views over the last minutes, one point per 10 s bucket",
+                _json(_ref("schemas", "HistoryPage"), "One series per key, sorted."),
+                tag="metrics",
+                parameters=history_params,
+            )
+        },
+        "/v1/alerts": {
+            "get": _operation(
+                "alerts",
+                "Firing and recently resolved SLO alerts (every worker's)",
+                _json(_ref("schemas", "AlertsPage"), "Firing first, then most recent first."),
+                tag="alerts",
+                parameters=alert_params,
+            )
+        },
         "/v1/resilience/state": {
             "get": _operation(
                 "resilience_state",
@@ -362,12 +534,12 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "egresswatch worker API",
             "version": API_VERSION,
-            "description": "Windowed network metrics, health and resilience state of an "
-            "egresswatch worker. Every /v1 path also answers without the /v1 prefix "
+            "description": "Windowed network metrics, SLO alerts, health and resilience "
+            "state of an egresswatch worker. Every /v1 path also answers without the /v1 prefix "
             "(same body). See docs/api.md.",
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": t} for t in ("health", "metrics", "resilience", "meta")],
+        "tags": [{"name": t} for t in ("health", "metrics", "alerts", "resilience", "meta")],
         "paths": paths,
         "components": {
             "schemas": _schemas(),

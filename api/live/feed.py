@@ -9,7 +9,14 @@ no history; a restart resumes at the end, never replays) and commits nothing.
 Per record: a batch envelope is decoded and validated (``pipeline.envelope.decode_batch``),
 its valid events become ``event`` messages; an alert record (``tables.alerting``) becomes an
 ``alert`` message. Invalid records and events are counted and skipped (the ingest agent
-dead-letters them). While no client is connected, records are read and skipped undecoded.
+dead-letters them). While no client is connected, probe records are read and skipped
+undecoded.
+
+Alert records are few and always decoded: each also goes to the worker's
+:class:`~api.alert_log.AlertLog` (``GET /v1/alerts``), connected clients or not. So that a
+worker started after an alert fired still knows it, the alerts partitions start
+``alert_history_s`` back (``offsets_for_times``) rather than at their end; the records up
+to the end found at start go to the log only, never to clients (they are not live).
 
 Bounded work (the live view must never cost the worker its pipeline):
 
@@ -36,6 +43,7 @@ from typing import Any, Final
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from api.alert_log import AlertLog
 from api.live.hub import LiveHub
 from api.live.protocol import LiveMessage, alert_message, event_message
 from pipeline.envelope import BatchEnvelope, InvalidEnvelope, decode_batch
@@ -65,6 +73,9 @@ class KafkaLiveFeed:
         restart_delay_s: float = 1.0,
         consumer_factory: Callable[..., Any] = AIOKafkaConsumer,
         clock: Callable[[], float] = time.monotonic,
+        alert_log: AlertLog | None = None,
+        alert_history_s: float = 86_400.0,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if max_records < 1 or not max_events_per_s > 0:
             raise ValueError("max_records >= 1 and max_events_per_s > 0")
@@ -90,6 +101,11 @@ class KafkaLiveFeed:
         self.shed = 0
         """Events skipped undecoded because the budget was spent (overload)."""
         self.restarts = 0
+        self.alert_log = alert_log
+        self.alert_history_s = alert_history_s
+        self._wall_clock = wall_clock
+        self._live_from: dict[TopicPartition, int] = {}
+        """Alerts partitions: offsets below these are history (log only, not published)."""
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -106,7 +122,7 @@ class KafkaLiveFeed:
                 pass
 
     def messages_of(self, topic: str, value: bytes | None) -> list[LiveMessage]:
-        """Decode one record into hub messages (empty when invalid)."""
+        """Decode one record into hub messages (empty when invalid); alerts go to the log."""
         if value is None:
             return []
         if topic == self.alerts_topic:
@@ -116,6 +132,8 @@ class KafkaLiveFeed:
                 self.invalid += 1
                 return []
             self.alerts += 1
+            if self.alert_log is not None:
+                self.alert_log.record(record)
             return [alert_message(record)]
         if not self._take_budget(value):
             return []
@@ -187,6 +205,7 @@ class KafkaLiveFeed:
             await consumer.seek_to_end(*partitions)
             for tp in partitions:  # resolve the end offsets now, not at the first record
                 await consumer.position(tp)
+            await self._rewind_alerts(consumer, partitions)
             self.assigned.set()
             while True:
                 batches = await consumer.getmany(
@@ -195,11 +214,15 @@ class KafkaLiveFeed:
                 messages: list[LiveMessage] = []
                 for tp, records in batches.items():
                     self.records += len(records)
-                    if not len(self.hub):
+                    is_alerts = tp.topic == self.alerts_topic
+                    if not len(self.hub) and not (is_alerts and self.alert_log is not None):
                         self.skipped_records += len(records)
                         continue
+                    live_from = self._live_from.get(tp, 0) if is_alerts else 0
                     for record in records:
-                        messages.extend(self.messages_of(tp.topic, record.value))
+                        found = self.messages_of(tp.topic, record.value)
+                        if record.offset >= live_from and len(self.hub):
+                            messages.extend(found)
                         await asyncio.sleep(0)  # a big poll must not starve the HTTP server
                 for start in range(0, len(messages), _CHUNK):
                     self.hub.publish(messages[start : start + _CHUNK])
@@ -207,6 +230,19 @@ class KafkaLiveFeed:
         finally:
             self.assigned.clear()
             await consumer.stop()
+
+    async def _rewind_alerts(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Start the alerts partitions ``alert_history_s`` back, for the log (see above)."""
+        alerts = [tp for tp in partitions if tp.topic == self.alerts_topic]
+        if self.alert_log is None or not alerts:
+            return
+        self._live_from = {tp: await consumer.position(tp) for tp in alerts}
+        since_ms = int((self._wall_clock() - self.alert_history_s) * 1000)
+        found = await consumer.offsets_for_times(dict.fromkeys(alerts, max(0, since_ms)))
+        for tp in alerts:
+            at = found.get(tp)
+            if at is not None and at.offset < self._live_from[tp]:
+                consumer.seek(tp, at.offset)
 
     async def _partitions(self, consumer: Any) -> list[TopicPartition]:
         """Every partition of both topics (waits for topics that do not exist yet)."""

@@ -109,6 +109,7 @@ class _Worker(faust.Worker):
 def build_worker(settings: WorkerSettings) -> tuple[EgressApp, faust.Worker]:
     """Topics must exist first (see :func:`run_worker`); returns the app and its worker."""
     from agents.wiring import build_runtime, register
+    from api.alert_log import AlertLog
     from api.app import create_api
     from api.live import KafkaLiveFeed, LiveHub, live_routes
     from api.live.collector import LiveCollector
@@ -117,14 +118,16 @@ def build_worker(settings: WorkerSettings) -> tuple[EgressApp, faust.Worker]:
     runtime = build_runtime(ctx)
     register(runtime)
     hub = LiveHub()
+    alert_log = AlertLog()  # every worker's alerts, for GET /v1/alerts (fed by the feed)
     feed = KafkaLiveFeed(
         hub,
         bootstrap=settings.kafka_bootstrap,
         probe_topic=settings.probe_topic,
         alerts_topic=settings.alerts_topic,
+        alert_log=alert_log,
     )
     runtime.registry.register(LiveCollector(hub, feed))
-    api = create_api(settings, backend=runtime, extra_routes=live_routes(hub))
+    api = create_api(settings, backend=runtime, extra_routes=live_routes(hub), alerts=alert_log)
     http = HttpService(api, host=settings.http_host, port=settings.http_port)
     worker = _Worker(ctx.app, http, _LiveFeedService(feed), loglevel="info", quiet=True)
     worker.before_stop = runtime.drain

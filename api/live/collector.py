@@ -11,7 +11,11 @@ scrape time from :meth:`LiveHub.stats` and the feed's shed counter:
   since start (clients that left included); each client is told in a ``dropped`` notice;
 - ``egresswatch_live_refused_clients_total``: connections refused at ``max_clients``;
 - ``egresswatch_live_shed_events_total``: events the feed skipped for every client because it
-  was over its decode budget.
+  was over its decode budget;
+- ``egresswatch_alert_log_episodes`` (label ``state``: firing, resolved) and
+  ``egresswatch_alert_log_capacity_episodes``: what the alert log behind ``GET /v1/alerts``
+  holds, against its bound;
+- ``egresswatch_alert_log_dropped_episodes_total``: episodes pushed out of the full log.
 """
 
 from __future__ import annotations
@@ -80,3 +84,28 @@ class LiveCollector:
             if not empty:
                 counter.add_metric([], value)
             yield counter
+        yield from self._alert_log_families(empty=empty)
+
+    def _alert_log_families(self, *, empty: bool) -> Iterator[Metric]:
+        log = self._feed.alert_log if self._feed is not None else None
+        if log is None:
+            return
+        stats = {} if empty else log.stats()
+        held = GaugeMetricFamily(
+            "egresswatch_alert_log_episodes",
+            "Alert episodes the worker holds for GET /v1/alerts, by state",
+            labels=["state"],
+        )
+        capacity = GaugeMetricFamily(
+            "egresswatch_alert_log_capacity_episodes", "Bound of the alert log (episodes)"
+        )
+        dropped = CounterMetricFamily(
+            "egresswatch_alert_log_dropped_episodes",
+            "Alert episodes pushed out of the full alert log",
+        )
+        if not empty:
+            for state in ("firing", "resolved"):
+                held.add_metric([state], stats[state])
+            capacity.add_metric([], log.capacity)
+            dropped.add_metric([], stats["dropped_total"])
+        yield from (held, capacity, dropped)

@@ -90,6 +90,7 @@ REPLAY_EXIT_CODES = {
     "no such bucket or folder",
     5: "a stored object of the range is damaged (bad JSON or gzip, a field missing)",
 }
+REPLAY_KINDS = ("events", "alerts")
 
 
 class _ReplayFailed(click.ClickException):
@@ -117,7 +118,17 @@ class _Instant(click.ParamType):
 
 
 @main.command("replay")
-@click.option("--service", required=True, help="The service whose events to read back.")
+@click.option(
+    "--kind",
+    type=click.Choice(REPLAY_KINDS),
+    default="events",
+    show_default=True,
+    help="events: critical probe events; alerts: SLO alert records (firing and resolved).",
+)
+@click.option(
+    "--service",
+    help="The service whose records to read back (required for events; alerts: all if omitted).",
+)
 @click.option(
     "--since",
     required=True,
@@ -149,7 +160,8 @@ class _Instant(click.ParamType):
 @click.option("--bucket", help="[env EGRESSWATCH_S3_BUCKET; egresswatch]")
 @click.option("--prefix", help="Key prefix [env EGRESSWATCH_SINK_PREFIX; egresswatch].")
 def replay_command(
-    service: str,
+    kind: str,
+    service: str | None,
     since: datetime,
     until: datetime,
     fmt: str,
@@ -161,11 +173,11 @@ def replay_command(
     bucket: str | None,
     prefix: str | None,
 ) -> None:
-    """Read back the stored events of one service and time range (docs/replay.md).
+    """Read back the stored events (or alerts) of a service and time range (docs/replay.md).
 
-    One event per request_id, sorted by started_at. A summary goes to stderr. Exit codes:
-    0 done, 1 output not written, 2 usage, 3 unknown service, 4 source unreadable,
-    5 damaged object.
+    One record per request_id, sorted by started_at (alerts: evaluated_at). A summary goes
+    to stderr. Exit codes: 0 done, 1 output not written, 2 usage, 3 unknown service,
+    4 source unreadable, 5 damaged object.
     """
     from pipeline.settings import SettingsError, WorkerSettings
     from sinks.errors import InvalidKey, SinkError
@@ -173,6 +185,10 @@ def replay_command(
 
     if source is not None and endpoint is not None:
         raise click.UsageError("give --source (a folder) or --endpoint (S3), not both")
+    if kind == "events" and service is None:
+        raise click.UsageError("--kind events needs --service S")
+    if kind == "alerts" and fmt == "parquet":
+        raise click.UsageError("--kind alerts is written as jsonl only")
     if fmt == "parquet" and out is None:
         raise click.UsageError("--format parquet needs --out FILE")
     if since >= until:
@@ -202,6 +218,10 @@ def replay_command(
     except (SettingsError, InvalidKey) as exc:
         raise click.UsageError(str(exc)) from exc
 
+    if kind == "alerts":
+        _replay_alerts(where, service, since, until, out)
+        return
+    assert service is not None
     try:
         result = replay(where, service=service, since=since, until=until)
         _write_replay(result.table, fmt, out)
@@ -218,6 +238,48 @@ def replay_command(
         f"from {len(result.objects)} objects",
         err=True,
     )
+
+
+def _replay_alerts(
+    where: Any, service: str | None, since: datetime, until: datetime, out: Path | None
+) -> None:
+    """``replay --kind alerts``: the same exit codes; one alert record per line."""
+    from sinks.alert_replay import replay_alerts, write_alerts_jsonl
+    from sinks.errors import InvalidKey, SinkError
+    from sinks.replay import DamagedObject, InvalidRange, UnknownService
+
+    try:
+        result = replay_alerts(where, service=service, since=since, until=until)
+        if out is None:
+            write_alerts_jsonl(result.records, click.get_binary_stream("stdout"))
+        else:
+            _write_whole(out, lambda file: write_alerts_jsonl(result.records, file))
+    except (InvalidRange, InvalidKey) as exc:
+        raise click.UsageError(str(exc)) from exc
+    except UnknownService as exc:
+        raise _ReplayFailed(str(exc), 3) from exc
+    except DamagedObject as exc:
+        raise _ReplayFailed(str(exc), 5) from exc
+    except SinkError as exc:
+        raise _ReplayFailed(f"cannot read {exc}", 4) from exc
+    click.echo(
+        f"replayed {len(result)} alerts ({result.duplicates} duplicates dropped) "
+        f"from {len(result.objects)} objects",
+        err=True,
+    )
+
+
+def _write_whole(out: Path, write: Any) -> None:
+    """``write(file)`` under a temporary name, renamed into place: whole or not at all."""
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        with open(partial, "wb") as file:
+            write(file)
+        os.replace(partial, out)
+    except OSError as exc:
+        raise _ReplayFailed(f"cannot write {out}: {exc}", 1) from exc
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _write_replay(table: Any, fmt: str, out: Path | None) -> None:

@@ -1,12 +1,15 @@
-// egresswatch live dashboard: the /v1/ws/events feed (protocol in docs/live.md), plus two
-// REST polls: /v1/metrics/network (p50/p95/p99 per route) and /v1/resilience/state.
+// egresswatch live dashboard: the /v1/ws/events feed (protocol in docs/live.md), plus REST:
+// /v1/alerts (on open and on every reconnect; live `alert` messages after), the chosen key's
+// last 10 minutes from /v1/metrics/network/history (on open and when the key changes), then
+// polls of /v1/metrics/network (p50/p95/p99 per route) and /v1/resilience/state.
 // No framework, no CDN: this file, dashboard.css and dashboard.html are the whole page.
 "use strict";
 
 (() => {
   const MAX_ROWS = 200;            // live event rows kept in the DOM
   const POLL_MS = 5000;            // REST polls
-  const HISTORY_POINTS = 120;      // chart history per route (10 minutes at 5 s)
+  const SPAN_MS = 10 * 60 * 1000;  // chart: the last 10 minutes of stream time
+  const MAX_ALERT_ROWS = 100;
   const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
   const RANK = { info: 0, warning: 1, error: 2, critical: 3 };
 
@@ -19,9 +22,11 @@
   }
 
   const live = { ws: null, attempt: 0, session: 0, received: 0, dropped: 0, filter: readFilter(),
-    filterPending: false, unfiltered: 0 };  // unfiltered: events the server should not have sent
-  const alerts = new Map();        // alert_id -> latest record
-  const latency = new Map();       // "service method route" -> [{t, p50, p95, p99}]
+    filterPending: false, unfiltered: 0, alerts: 0 };  // unfiltered: events the server should not have sent
+  const alerts = new Map();        // alert_id -> latest record, with its state
+  const latency = new Map();       // "service method route" -> [{t, p50, p95, p99}], by t
+  const keyParts = new Map();      // "service method route" -> {service, method, route}
+  const historyLoaded = new Set(); // keys whose history was fetched
 
   // -- filters ----------------------------------------------------------------------------
 
@@ -130,7 +135,7 @@
         break;
       }
       case "ping": send({ type: "pong", id: message.id }); break;
-      case "hello": live.session = message.session; break;
+      case "hello": live.session = message.session; loadAlerts(); break;
       case "filter":
         live.filterPending = false;
         $("filter-state").textContent = "filter applied";
@@ -188,19 +193,84 @@
     $("event-note").textContent = `latest ${body.rows.length}`;
   }
 
-  // -- alerts -----------------------------------------------------------------------------
+  // -- alerts: GET /v1/alerts on open (and after a reconnect), live `alert` messages after --
+
+  function stateOf(record) { return record.status === "resolved" ? "resolved" : "firing"; }
+
+  function keepAlert(record) {
+    const held = alerts.get(record.alert_id);
+    const state = record.state || stateOf(record);
+    if (held && (held.evaluated_at > record.evaluated_at
+        || (held.state === "resolved" && state === "firing"))) return;  // stale
+    alerts.set(record.alert_id, { ...record, state });
+  }
+
+  async function loadAlerts() {
+    try {
+      const body = await getJson("/v1/alerts");
+      for (const item of body.items) keepAlert(item);
+      $("alerts-note").dataset.loaded = "1";
+    } catch (error) {
+      $("alerts-note").textContent = `unavailable (${error.message})`;
+      return;
+    }
+    showAlerts();
+  }
 
   function onAlert(record) {
-    if (record.status === "resolved") alerts.delete(record.alert_id);
-    else alerts.set(record.alert_id, record);
+    live.alerts += 1;
+    document.body.dataset.liveAlerts = live.alerts;  // alert messages seen on the socket
+    keepAlert(record);
+    showAlerts();
+  }
+
+  function ago(seconds) {
+    const s = Math.max(0, Math.round(seconds));
+    if (s < 60) return `${s}s`;
+    if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
+    return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
+  }
+
+  function clock(epoch) { return new Date(epoch * 1000).toLocaleTimeString(); }
+
+  function alertValue(a) {
+    const value = a.observed ? a.observed.value : null;
+    if (a.kind === "latency_p99") {
+      return value == null ? "p99: no data" : `p99 ${value.toFixed(0)} ms (> ${a.threshold} ms)`;
+    }
+    const rate = value == null ? "no data" : `${(value * 100).toFixed(2)}%`;
+    const burn = a.burn_rate == null ? "" : `burn ${a.burn_rate.toFixed(1)}x · `;
+    return `${burn}${a.kind === "error_rate" ? "errors" : "timeouts"} ${rate}`;
+  }
+
+  function showAlerts() {
+    const list = [...alerts.values()].sort((a, b) =>
+      (a.state === "firing" ? 0 : 1) - (b.state === "firing" ? 0 : 1) || b.fired_at - a.fired_at);
+    const now = Date.now() / 1000;
+    $("alerts-table").tBodies[0].replaceChildren(...list.slice(0, MAX_ALERT_ROWS).map((a) => {
+      const tr = document.createElement("tr");
+      Object.assign(tr.dataset, { alertId: a.alert_id, state: a.state, rule: a.rule,
+        service: a.service, route: a.route });
+      const since = a.state === "firing"
+        ? `${clock(a.fired_at)} (for ${ago(now - a.fired_at)})`
+        : `${clock(a.fired_at)} → ${clock(a.resolved_at || a.evaluated_at)}`;
+      const traces = cell((a.example_trace_ids || []).slice(0, 3).join(" "), "trace");
+      tr.title = a.message;
+      tr.append(cell(a.state), cell(a.severity), cell(a.rule), cell(a.service), cell(a.method),
+        cell(a.route), cell(since), cell(alertValue(a), "num"), traces);
+      return tr;
+    }));
+    const firing = list.filter((a) => a.state === "firing");
+    $("alerts-note").textContent = list.length
+      ? `${firing.length} firing · ${list.length - firing.length} resolved` : "none";
     const banner = $("alerts");
-    banner.replaceChildren(...[...alerts.values()].map((a) => {
+    banner.replaceChildren(...firing.map((a) => {
       const p = document.createElement("p");
       p.textContent = a.message;
       p.dataset.trace = a.trace_id;
       return p;
     }));
-    banner.hidden = alerts.size === 0;
+    banner.hidden = firing.length === 0;
   }
 
   // -- REST polls: latency per route and breakers -------------------------------------------
@@ -212,21 +282,49 @@
     return response.json();
   }
 
+  // A point per view end (event time, ms): a later read of the same end replaces it.
+  function addPoint(key, end, item) {
+    const points = latency.get(key) || [];
+    const point = { t: end * 1000, p50: item.p50_ms, p95: item.p95_ms, p99: item.p99_ms };
+    const at = points.findIndex((p) => p.t >= point.t);
+    if (at === -1) points.push(point);
+    else if (points[at].t === point.t) points[at] = point;
+    else points.splice(at, 0, point);
+    const newest = points[points.length - 1].t;
+    while (points.length && points[0].t < newest - SPAN_MS) points.shift();
+    latency.set(key, points);
+  }
+
+  async function loadHistory(key) {
+    const parts = keyParts.get(key);
+    if (!parts || historyLoaded.has(key)) return;
+    historyLoaded.add(key);
+    const params = new URLSearchParams({ window: "1m", minutes: "10", limit: "1", ...parts });
+    try {
+      const body = await getJson(`/v1/metrics/network/history?${params}`);
+      for (const series of body.series) {
+        for (const point of series.points) addPoint(key, point.end, point);
+      }
+      $("chart").dataset.history = key;
+    } catch (error) {
+      historyLoaded.delete(key);
+      $("chart-note").textContent = `history unavailable (${error.message})`;
+    }
+  }
+
   async function pollLatency() {
     try {
       const body = await getJson("/v1/metrics/network?window=1m&limit=1000");
-      const now = Date.now();
       const items = body.items.filter((item) => item.requests > 0);
       for (const item of items) {
         const key = `${item.service} ${item.method} ${item.route}`;
-        const points = latency.get(key) || [];
-        points.push({ t: now, p50: item.p50_ms, p95: item.p95_ms, p99: item.p99_ms });
-        if (points.length > HISTORY_POINTS) points.shift();
-        latency.set(key, points);
+        keyParts.set(key, { service: item.service, method: item.method, route: item.route });
+        addPoint(key, item.end, item);
       }
       items.sort((a, b) => b.requests - a.requests);
       showRoutes(items);
       $("chart-note").textContent = "";
+      await loadHistory($("chart-route").value);
     } catch (error) {
       $("chart-note").textContent = `unavailable (${error.message})`;
     }
@@ -251,7 +349,11 @@
     }));
   }
 
-  $("chart-route").addEventListener("change", drawChart);
+  $("chart-route").addEventListener("change", async () => {
+    drawChart();
+    await loadHistory($("chart-route").value);
+    drawChart();
+  });
 
   function drawChart() {
     const canvas = $("chart");
@@ -261,13 +363,14 @@
     ctx.clearRect(0, 0, width, height);
     ctx.font = "11px system-ui, sans-serif";
     const points = latency.get($("chart-route").value) || [];
+    canvas.dataset.points = points.length;
     if (points.length === 0) {
       ctx.fillStyle = "#6b7385";
       ctx.fillText("waiting for window data…", pad.left, height / 2);
       return;
     }
-    const now = Date.now();
-    const span = HISTORY_POINTS * POLL_MS;
+    const now = points[points.length - 1].t;   // the latest view's end (stream time)
+    const span = SPAN_MS;
     const top = Math.max(1, ...points.map((p) => p.p99 || 0)) * 1.15;
     const x = (t) => pad.left + (width - pad.left - pad.right) * (1 - (now - t) / span);
     const y = (v) => height - pad.bottom - (height - pad.top - pad.bottom) * (v / top);
@@ -315,8 +418,10 @@
 
   connect();
   showCounters();
+  loadAlerts();
   pollLatency();
   pollBreakers();
   setInterval(pollLatency, POLL_MS);
   setInterval(pollBreakers, POLL_MS);
+  setInterval(showAlerts, POLL_MS);  // "for 3m12s" moves on
 })();

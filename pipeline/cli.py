@@ -12,6 +12,7 @@ import click
 
 from pipeline.campaign.cli import campaign
 from pipeline.schema import InvalidEvent, decode_event
+from pipeline.startup_errors import OneLineErrorsCommand
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,7 +40,7 @@ def validate(path: BinaryIO) -> None:
     sys.exit(1 if bad else 0)
 
 
-@main.command("worker")
+@main.command("worker", cls=OneLineErrorsCommand)
 @click.option("--bootstrap", help="Kafka bootstrap host:port [env EGRESSWATCH_KAFKA_BOOTSTRAP].")
 @click.option("--partitions", type=int, help="Partitions of the probe topic.")
 @click.option("--http-host", help="Address of the HTTP API (default 127.0.0.1).")
@@ -47,6 +48,12 @@ def validate(path: BinaryIO) -> None:
 @click.option("--data-dir", type=click.Path(), help="Local state folder of this worker.")
 @click.option("--rules", type=click.Path(exists=True, dir_okay=False), help="SLO rules file.")
 @click.option("--app-id", help="Consumer group / app id; workers sharing it share the work.")
+@click.option(
+    "--allow-rgw-down",
+    is_flag=True,
+    help="Start even if RGW does not answer; critical events spool until it does.",
+)
+@click.option("--debug", is_flag=True, help="Print tracebacks with start-up errors.")
 def worker(
     bootstrap: str | None,
     partitions: int | None,
@@ -55,15 +62,22 @@ def worker(
     data_dir: str | None,
     rules: str | None,
     app_id: str | None,
+    allow_rgw_down: bool,
+    debug: bool,
 ) -> None:
-    """Run a worker: validate events, keep windowed tables, alert, serve the HTTP API."""
+    """Run a worker: validate events, keep windowed tables, alert, serve the HTTP API.
+
+    Before starting, it checks the rules, the data folder, the HTTP port, Kafka and RGW; a
+    problem ends it with one line naming the cause and the setting to change (exit 2).
+    """
     from pathlib import Path
 
     from pipeline.logs import configure_json_logging
-    from pipeline.settings import SettingsError, WorkerSettings
-    from pipeline.worker import run_worker
+    from pipeline.preflight import preflight
+    from pipeline.settings import WorkerSettings
+    from pipeline.startup_errors import exit_on_startup_error
 
-    try:
+    with exit_on_startup_error(debug=debug):
         settings = WorkerSettings.from_env(
             kafka_bootstrap=bootstrap,
             probe_partitions=partitions,
@@ -73,8 +87,10 @@ def worker(
             slo_rules_path=Path(rules) if rules else None,
             app_id=app_id,
         )
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from exc
+        for warning in preflight(settings, allow_rgw_down=allow_rgw_down):
+            click.echo(f"egresswatch worker: {warning}", err=True)
+    from pipeline.worker import run_worker
+
     configure_json_logging()
     run_worker(settings)
 

@@ -91,7 +91,15 @@ def run_campaign(options: RunOptions, console: Console) -> RunOutcome:
     meta.provenance = provenance.collect(REPO, path, session.component_versions())
     write_json(raw_dir / "meta.json", meta)
 
-    overall = render(run_dir, sign_key=options.sign_key)
+    try:
+        overall = render(run_dir, sign_key=options.sign_key)
+    except Exception as exc:  # noqa: BLE001 - the raw data are kept: say how to judge them again
+        console.print(
+            f"[red]judging failed: {type(exc).__name__}: {exc}[/red]\n"
+            f"the run's raw data are in {raw_dir}; fix the cause and run "
+            f"`egresswatch campaign report {run_dir}`"
+        )
+        overall = "unknown"
     return RunOutcome(run_dir, overall, meta.complete, stop_reason)
 
 

@@ -3,7 +3,9 @@
 Starts (or reuses) the local Kafka, a worker with its HTTP API, a small local upstream that
 sometimes fails, and a sample service whose httpx client carries the probe and the Kafka
 emitter. Then it tails the probe topic and prints the events as they arrive, and every few
-seconds the windowed p50/p95/p99 the worker computed. Ctrl-C (or ``--duration``) stops it all.
+seconds the windowed p50/p95/p99 the worker computed. Ctrl-C (or ``--duration``) stops it all:
+the worker, the upstream, and the Kafka broker (and RGW) if the demo started them; one it found
+running is left so, and the last line says what still runs and how to stop it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from pipeline.demo_services import LocalService, kafka_up, rgw_up, shut_down
 from pipeline.envelope import InvalidEnvelope, decode_batch
 from pipeline.probe import ProbeConfig, ProbeTransport, RetryConfig, Timeouts
 from pipeline.probe.emitter import KafkaEmitter
@@ -31,28 +34,17 @@ REPO = Path(__file__).resolve().parent.parent
 SERVICE = "checkout"
 
 
-def _kafka_up() -> str:
-    """A running broker named by EGRESSWATCH_KAFKA_BOOTSTRAP, else the project's local one."""
-    named = os.environ.get("EGRESSWATCH_KAFKA_BOOTSTRAP")
-    if named:
-        return named
-    out = subprocess.run(  # noqa: S603 - our own script
-        [str(REPO / "scripts" / "kafka-local"), "up"], capture_output=True, text=True, check=False
-    )
-    if out.returncode != 0:
-        sys.exit(f"demo: could not start Kafka:\n{out.stderr[-2000:]}")
-    return out.stdout.strip().removeprefix("KAFKA_BOOTSTRAP=")
-
-
 @contextlib.contextmanager
-def _process(args: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[None]:
+def _process(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(  # noqa: S603 - our own programs
             args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
     try:
-        yield
+        yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -61,24 +53,15 @@ def _process(args: list[str], log: Path, env: dict[str, str] | None = None) -> I
             proc.kill()
 
 
-def _rgw_up() -> dict[str, str]:
-    """Start (or reuse) the project's local Ceph RGW; the worker's sink env for it."""
-    out = subprocess.run(  # noqa: S603 - our own script
-        [str(REPO / "scripts" / "rgw-local"), "up"], capture_output=True, text=True, check=False
-    )
-    if out.returncode != 0:
-        sys.exit(f"demo: could not start the local RGW:\n{out.stderr[-2000:]}")
-    found = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
-    return {
-        "EGRESSWATCH_S3_ENDPOINT": found["S3_ENDPOINT"],
-        "EGRESSWATCH_S3_ACCESS_KEY": found["S3_ACCESS_KEY"],
-        "EGRESSWATCH_S3_SECRET_KEY": found["S3_SECRET_KEY"],
-    }
-
-
-def _wait_http(url: str, timeout: float, what: str) -> None:
+def _wait_http(
+    url: str, timeout: float, what: str, proc: subprocess.Popen[bytes], log: Path
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            # The worker's start-up errors are one line: show the last one the process wrote.
+            last = (log.read_text(errors="replace").strip().splitlines() or ["(no output)"])[-1]
+            sys.exit(f"demo: {what} exited (status {proc.returncode}): {last}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url, timeout=1).status_code == 200:
                 return
@@ -189,15 +172,40 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="sink critical events to a local Ceph RGW (else a folder)",
     )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the Kafka broker (and RGW) it started running, for a faster next demo",
+    )
     args = parser.parse_args(argv)
+    # SIGTERM ends the demo like Ctrl-C: through the finally blocks that stop what it started.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    services: list[LocalService] = []
+    try:
+        _demo(args, services)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print(shut_down(services, keep=args.keep), flush=True)
 
-    bootstrap = _kafka_up()
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _demo(args: argparse.Namespace, services: list[LocalService]) -> None:
+    kafka = kafka_up()
+    services.append(kafka)
+    bootstrap = kafka.address
     state = REPO / "var" / "demo"
     api = f"http://127.0.0.1:{args.http_port}"
     upstream = f"http://127.0.0.1:{args.upstream_port}"
     topic = PROBE_EVENTS_TOPIC
-    print(f"demo: Kafka at {bootstrap}")
-    sink_env = _rgw_up() if args.rgw else {"EGRESSWATCH_SINK_LOCAL_ROOT": str(state / "sink")}
+    print(f"demo: Kafka at {bootstrap} ({kafka.origin()})")
+    sink_env = {"EGRESSWATCH_SINK_LOCAL_ROOT": str(state / "sink")}
+    if args.rgw:
+        rgw, sink_env = rgw_up()
+        services.append(rgw)
     worker_env = {
         "EGRESSWATCH_APP_ID": "egresswatch-demo",
         "EGRESSWATCH_SINK_IDLE_S": "2",
@@ -207,11 +215,13 @@ def main(argv: list[str] | None = None) -> None:
     worker += ["--http-port", str(args.http_port), "--data-dir", str(state / "worker")]
     upstream_cmd = [sys.executable, "-m", "pipeline.demo_upstream", str(args.upstream_port)]
     with (
-        _process(upstream_cmd, state / "upstream.log"),
-        _process(worker, state / "worker.log", worker_env),
+        _process(upstream_cmd, state / "upstream.log") as upstream_proc,
+        _process(worker, state / "worker.log", worker_env) as worker_proc,
     ):
-        _wait_http(f"{upstream}/health", 30, "the sample upstream")
-        _wait_http(f"{api}/v1/health/ready", 120, "the worker")
+        _wait_http(
+            f"{upstream}/health", 30, "the sample upstream", upstream_proc, state / "upstream.log"
+        )
+        _wait_http(f"{api}/v1/health/ready", 120, "the worker", worker_proc, state / "worker.log")
         print(f"demo: worker API    {api}/v1/metrics/network?window=1m")
         print(f"demo: Prometheus    {api}/metrics")
         print(f"demo: dashboard     {api}/")

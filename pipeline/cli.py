@@ -46,7 +46,11 @@ def validate(path: BinaryIO) -> None:
 @click.option("--http-host", help="Address of the HTTP API (default 127.0.0.1).")
 @click.option("--http-port", type=int, help="Port of the HTTP API (default 8080).")
 @click.option("--data-dir", type=click.Path(), help="Local state folder of this worker.")
-@click.option("--rules", type=click.Path(exists=True, dir_okay=False), help="SLO rules file.")
+@click.option(
+    "--rules",
+    type=click.Path(exists=True, dir_okay=False),
+    help="SLO rules file [env EGRESSWATCH_SLO_RULES_PATH; default: the shipped rules].",
+)
 @click.option("--app-id", help="Consumer group / app id; workers sharing it share the work.")
 @click.option(
     "--allow-rgw-down",

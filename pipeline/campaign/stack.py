@@ -246,5 +246,7 @@ def worker_process(
         str(port),
         "--data-dir",
         str(data_dir),
+        # A worker restarted during an RGW outage incident starts and spools (docs/sinks.md).
+        "--allow-rgw-down",
     ]
     return WorkerProcess(name=name, port=port, args=args, env=env, log=log)

@@ -11,7 +11,8 @@ a real Kafka and a real Ceph RGW; Debian's Chromium driven by Playwright.
    windows, ``resolve_after_s = 2``) fires, and the page's alerts panel shows it from a live
    ``alert`` message; the server heals, the alert resolves, the panel says so. Both workers'
    ``GET /v1/alerts`` hold the same episode. ``egresswatch replay --kind alerts`` reads the
-   FIRING and RESOLVED records back from RGW.
+   FIRING and RESOLVED records back from RGW. A worker restarted afterwards knows the
+   alert too (its feed re-reads the last day of the alerts topic).
 Screenshot: ``test-artifacts/dashboard-alerts.png``.
 """
 
@@ -39,7 +40,7 @@ from pipeline.probe.emitter import KafkaEmitter
 from tests.eventgen import make_event, produce
 from tests.integration.test_dashboard import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS
 from tests.rgw import S3Endpoint
-from tests.workers import REPO, Topics, Worker, start_worker
+from tests.workers import REPO, Topics, Worker, restart, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -262,6 +263,18 @@ def scenario(bootstrap: str, endpoint: S3Endpoint, bucket: str, tmp_path: Path) 
                 (firing["alertId"], "resolved")
             ], body
             assert worker.get("/v1/alerts", state="firing", service=SERVICE)["items"] == []
+
+        # A worker started after the alert (here: restarted) knows it from the alerts topic.
+        workers[0].stop()
+        workers[0] = restart(workers[0])
+        workers[0].wait_ready(owned=False)
+
+        def known_after_restart() -> list[tuple[str, str]]:
+            items = workers[0].get("/v1/alerts", service=SERVICE)["items"]
+            return [(i["alert_id"], i["state"]) for i in items]
+
+        after = wait_for("the restarted worker knows the alert", known_after_restart, 20)
+        assert after == [(firing["alertId"], "resolved")]
 
         # 3. Both records are in RGW, and replay reads them back.
         def replayed() -> list[dict[str, Any]] | None:

@@ -26,6 +26,7 @@ __all__ = [
     "CRITICAL_ELAPSED_MS",
     "ERROR_CLASSES",
     "OUTCOMES",
+    "UNSENT_OUTCOMES",
     "SCHEMA_VERSION",
     "SERVICE_RE",
     "SEVERITIES",
@@ -65,6 +66,8 @@ Outcome = Literal[
     "budget_exhausted",  # reserved: a retry was wanted but the retry budget refused it
 ]
 OUTCOMES: Final[frozenset[str]] = frozenset(Outcome.__args__)  # type: ignore[attr-defined]
+UNSENT_OUTCOMES: Final[frozenset[str]] = frozenset({"breaker_open", "budget_exhausted"})
+"""Attempts refused before anything was sent: their ``elapsed_ms`` is not a latency."""
 
 ErrorClass = Literal[
     "connect_timeout",

@@ -29,7 +29,7 @@ import heapq
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from pipeline.schema import ERROR_CLASSES, OUTCOMES, ProbeEvent, table_key
+from pipeline.schema import ERROR_CLASSES, OUTCOMES, UNSENT_OUTCOMES, ProbeEvent, table_key
 from tables.labels import STATUS_CLASSES
 from tables.sketch import LatencySketch, merge_all
 from tables.sketch import slide as slide_sketch
@@ -50,7 +50,6 @@ AGGREGATE_FORMAT: Final = 1
 SLOWEST_EXAMPLES: Final = 5
 ERROR_EXAMPLES: Final = 3
 _STATUS_BY_HUNDRED: Final = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")  # status // 100
-_UNSENT: Final = frozenset({"breaker_open", "budget_exhausted"})
 # The additive fields of a cell: merged by summing (here and in ``tables.query``).
 COUNTERS: Final = (
     "requests",
@@ -165,7 +164,7 @@ class WindowAggregate:
             name = event.upstream if len(upstreams) < MAX_UPSTREAMS_PER_CELL else OVERFLOW_UPSTREAM
             health = upstreams.get(name) or upstreams.setdefault(name, UpstreamHealth())
         health.add(event)
-        if outcome not in _UNSENT:
+        if outcome not in UNSENT_OUTCOMES:
             elapsed = event.elapsed_ms
             self.latency._add(elapsed)  # schema-validated: finite, 0..86,400,000 ms
             if elapsed >= self._slow_floor:

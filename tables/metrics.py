@@ -36,7 +36,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Exemplar
 
-from pipeline.schema import ProbeEvent
+from pipeline.schema import UNSENT_OUTCOMES, ProbeEvent
 from tables.labels import (
     BREAKER_STATE_VALUES,
     ERROR_CLASS_LABELS,
@@ -220,12 +220,14 @@ class EgressMetrics(Collector):
                 slot = slots.get((ev.service, ev.route, ev.method))
                 if slot is None:
                     slot = self._slot(ev)
-                seconds = ev.elapsed_ms / 1000.0
-                i = bisect_left(bounds, seconds)
-                hist = slot.hist
-                hist.counts[i] += 1
-                hist.total += seconds
-                hist.exemplars[i] = (ev.trace_id, seconds, ev.started_at)
+                if ev.outcome not in UNSENT_OUTCOMES:
+                    # Refused before sending (~0 ms): not a latency, as in the API's quantiles.
+                    seconds = ev.elapsed_ms / 1000.0
+                    i = bisect_left(bounds, seconds)
+                    hist = slot.hist
+                    hist.counts[i] += 1
+                    hist.total += seconds
+                    hist.exemplars[i] = (ev.trace_id, seconds, ev.started_at)
                 cell = slot.requests.get(ev.status_code)
                 if cell is None:
                     cell = self._request_cell(slot, ev.status_code)

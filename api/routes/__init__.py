@@ -6,8 +6,9 @@ Every endpoint answers at ``/v1/<path>`` (the contract) and at the seed's unvers
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from typing import Final
+from typing import Final, get_args
 
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -15,12 +16,26 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from api.errors import ApiError
+from pipeline.schema import Method
+from tables.windows import VIEWS
 
-__all__ = ["VERSION_PREFIX", "Endpoint", "check_params", "text_param", "versioned"]
+__all__ = [
+    "METHODS",
+    "VERSION_PREFIX",
+    "Endpoint",
+    "check_params",
+    "int_param",
+    "method_param",
+    "text_param",
+    "versioned",
+    "window_param",
+]
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 VERSION_PREFIX: Final = "/v1"
+METHODS: Final[tuple[str, ...]] = get_args(Method)
+_DIGITS: Final = re.compile(r"[0-9]{1,10}")
 
 
 def versioned(path: str, endpoint: Endpoint, *, name: str) -> list[BaseRoute]:
@@ -60,3 +75,41 @@ def text_param(params: Mapping[str, str], name: str, *, max_length: int) -> str 
             f"{name} must be 1 to {max_length} characters, got {len(value)}",
         )
     return value
+
+
+def int_param(params: Mapping[str, str], name: str, *, default: int, low: int, high: int) -> int:
+    """An optional integer in ``low..high``: absent is ``default``; anything else is 422."""
+    raw = params.get(name)
+    if raw is None:
+        return default
+    value = int(raw) if _DIGITS.fullmatch(raw) else None
+    if value is None or not low <= value <= high:
+        shown = raw if len(raw) <= 20 else raw[:20] + "..."
+        raise ApiError(
+            422, f"invalid_{name}", f"{name} must be an integer in {low}..{high}, got {shown!r}"
+        )
+    return value
+
+
+def window_param(params: Mapping[str, str], *, default: str) -> str:
+    """The ``window`` view (``10s``, ``1m``, ``5m``); another value is 422."""
+    window = params.get("window", default)
+    if window not in VIEWS:
+        raise ApiError(
+            422,
+            "invalid_window",
+            f"window must be one of {', '.join(VIEWS)}, got {window[:20]!r}",
+        )
+    return window
+
+
+def method_param(params: Mapping[str, str]) -> str | None:
+    """An optional HTTP ``method`` filter from the schema's set; another value is 422."""
+    method = params.get("method")
+    if method is not None and method not in METHODS:
+        raise ApiError(
+            422,
+            "invalid_method",
+            f"method must be one of {', '.join(METHODS)}, got {method[:20]!r}",
+        )
+    return method

@@ -31,11 +31,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from api.backend import Backend
-from api.errors import ApiError, json_response
-from api.routes import check_params, text_param, versioned
-from api.routes.network import METHODS, _int_param
+from api.errors import json_response
+from api.routes import check_params, int_param, method_param, text_param, versioned, window_param
 from tables.query import WindowStats
-from tables.windows import BUCKET_S, RETENTION_S, VIEWS
+from tables.windows import BUCKET_S, RETENTION_S
 
 __all__ = ["DEFAULT_KEYS", "DEFAULT_MINUTES", "MAX_KEYS", "MAX_MINUTES", "POINT_FIELDS", "routes"]
 
@@ -64,24 +63,12 @@ def _point(stats: WindowStats) -> dict[str, Any]:
 def routes(backend: Backend) -> list[BaseRoute]:
     async def history(request: Request) -> Response:
         params = check_params(request.query_params, _PARAMS)
-        window = params.get("window", "1m")
-        if window not in VIEWS:
-            raise ApiError(
-                422,
-                "invalid_window",
-                f"window must be one of {', '.join(VIEWS)}, got {window[:20]!r}",
-            )
-        method = params.get("method")
-        if method is not None and method not in METHODS:
-            raise ApiError(
-                422,
-                "invalid_method",
-                f"method must be one of {', '.join(METHODS)}, got {method[:20]!r}",
-            )
+        window = window_param(params, default="1m")
+        method = method_param(params)
         service = text_param(params, "service", max_length=64)
         route = text_param(params, "route", max_length=256)
-        minutes = _int_param(params, "minutes", default=DEFAULT_MINUTES, low=1, high=MAX_MINUTES)
-        limit = _int_param(params, "limit", default=DEFAULT_KEYS, low=1, high=MAX_KEYS)
+        minutes = int_param(params, "minutes", default=DEFAULT_MINUTES, low=1, high=MAX_MINUTES)
+        limit = int_param(params, "limit", default=DEFAULT_KEYS, low=1, high=MAX_KEYS)
         view = backend.view
         keys = view.keys(service, route, method)
         last = view.stream_time

@@ -25,16 +25,14 @@ Errors: :class:`~sinks.replay.InvalidRange`, :class:`UnknownAlertService`,
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import IO, Final
 
-from sinks.errors import InvalidKey
 from sinks.jsonl import decode_jsonl
-from sinks.keys import escape_service, hour_folder, hour_of, parse_key
+from sinks.keys import escape_service
 from sinks.replay import (
     DamagedObject,
     InvalidRange,
@@ -42,6 +40,7 @@ from sinks.replay import (
     UnknownService,
     _in_threads,
     _seconds,
+    stored_keys,
 )
 from tables.alerting import AlertRecord, InvalidAlert, decode_alert, encode_alert
 
@@ -77,22 +76,6 @@ class AlertReplay:
         return len(self.records)
 
 
-def _folders(prefix: str, service: str, since: float, until: float, dates: set[str]) -> list[str]:
-    """The listing prefixes of ``[since, until)`` for one service's alerts (days in ``dates``)."""
-    first, last = hour_of(since), hour_of(math.ceil(until) - 1)
-    folders: list[str] = []
-    for day in range(first - first % DAY, last + 1, DAY):
-        head = hour_folder(prefix, "alerts", service, day).removesuffix("hour=00/")
-        if head.rsplit("=", 1)[1].rstrip("/") not in dates:
-            continue
-        hours = range(max(first, day), min(last, day + DAY - 3600) + 1, 3600)
-        if len(hours) == 24:
-            folders.append(head)
-        else:
-            folders.extend(hour_folder(prefix, "alerts", service, hour) for hour in hours)
-    return folders
-
-
 def _read(source: ReplaySource, key: str) -> list[AlertRecord]:
     data = source.read(key)
     try:
@@ -121,24 +104,7 @@ def replay_alerts(
             raise UnknownAlertService(service, known, f"{source}/{source.prefix}/alerts/")
     services = known if service is None else [service]
 
-    folders: list[str] = []
-    for name in services:
-        folders += _folders(source.prefix, name, start, end, source.dates(name, "alerts"))
-    listed: dict[str, int] = {}
-    for found in _in_threads(source.list_objects, folders, workers):
-        listed.update(found)
-    keys, ignored = [], []
-    for key, size in sorted(listed.items()):
-        if key.rpartition("/")[2].startswith("."):
-            continue  # LocalStore's temporary files of puts in progress
-        try:
-            parsed = parse_key(key)
-        except InvalidKey:
-            ignored.append(key)
-            continue
-        wanted = parsed.service in services and hour_of(start) <= parsed.hour < end
-        if wanted and parsed.kind == "alerts" and parsed.prefix == source.prefix and size:
-            keys.append(key)
+    keys, ignored = stored_keys(source, "alerts", services, start, end, workers=workers)
 
     unique: dict[str, AlertRecord] = {}
     seen = 0

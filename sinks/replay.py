@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -51,6 +51,7 @@ from pipeline.schema import ProbeEvent, encode_event, event_from_dict
 from sinks.errors import InvalidKey, NoSuchObject, SinkError, SinkRejected, SinkUnavailable
 from sinks.keys import (
     END_OF_9999,
+    Kind,
     check_prefix,
     escape_service,
     hour_folder,
@@ -70,6 +71,7 @@ __all__ = [
     "parse_instant",
     "range_folders",
     "replay",
+    "stored_keys",
     "write_jsonl",
     "write_parquet",
 ]
@@ -366,23 +368,62 @@ def _seconds(name: str, value: datetime | float) -> float:
 
 
 def range_folders(
-    prefix: str, service: str, since: float, until: float, dates: Container[str] | None = None
+    prefix: str,
+    service: str,
+    since: float,
+    until: float,
+    dates: Container[str] | None = None,
+    *,
+    kind: Kind = "events",
 ) -> list[str]:
     """The listing prefixes of ``[since, until)``: each whole UTC day as one ``date=`` folder,
     the hours of a partial day (the first and last) as ``hour=`` folders; only the days in
-    ``dates`` (``YYYY-MM-DD``) when it is given."""
+    ``dates`` (``YYYY-MM-DD``) when it is given. ``kind``: ``events`` or ``alerts``."""
     first, last = hour_of(since), hour_of(math.ceil(until) - 1)  # hours h <= last: h < until
     folders: list[str] = []
     for day in range(first - first % DAY, last + 1, DAY):
-        head = hour_folder(prefix, "events", service, day).removesuffix("hour=00/")
+        head = hour_folder(prefix, kind, service, day).removesuffix("hour=00/")
         if dates is not None and head.rsplit("=", 1)[1].rstrip("/") not in dates:
             continue
         hours = range(max(first, day), min(last, day + DAY - 3600) + 1, 3600)
         if len(hours) == 24:
             folders.append(head)
         else:
-            folders.extend(hour_folder(prefix, "events", service, hour) for hour in hours)
+            folders.extend(hour_folder(prefix, kind, service, hour) for hour in hours)
     return folders
+
+
+def stored_keys(
+    source: ReplaySource,
+    kind: Kind,
+    services: Sequence[str],
+    start: float,
+    end: float,
+    *,
+    workers: int,
+) -> tuple[list[str], list[str]]:
+    """The non-empty objects of ``kind`` for ``services`` in ``[start, end)``, sorted, and the
+    keys listed there that do not follow the key convention (ignored)."""
+    folders: list[str] = []
+    for service in services:
+        dates = source.dates(service, kind)
+        folders += range_folders(source.prefix, service, start, end, dates, kind=kind)
+    listed: dict[str, int] = {}
+    for found in _in_threads(source.list_objects, folders, workers):
+        listed.update(found)
+    keys, ignored = [], []
+    for key, size in sorted(listed.items()):
+        if key.rpartition("/")[2].startswith("."):
+            continue  # LocalStore's temporary files of puts in progress
+        try:
+            parsed = parse_key(key)
+        except InvalidKey:
+            ignored.append(key)
+            continue
+        in_range = parsed.service in services and hour_of(start) <= parsed.hour < end
+        if in_range and parsed.kind == kind and parsed.prefix == source.prefix and size:
+            keys.append(key)
+    return keys, ignored
 
 
 def _in_threads(fn: Callable[[_T], _R], items: Iterable[_T], workers: int) -> list[_R]:
@@ -447,22 +488,7 @@ def replay(
     if service not in known:
         raise UnknownService(service, known, f"{source}/{source.prefix}/events/")
 
-    listed: dict[str, int] = {}
-    folders = range_folders(source.prefix, service, start, end, source.dates(service))
-    for found in _in_threads(source.list_objects, folders, workers):
-        listed.update(found)
-    keys, ignored = [], []
-    for key, size in sorted(listed.items()):
-        if key.rpartition("/")[2].startswith("."):
-            continue  # LocalStore's temporary files of puts in progress
-        try:
-            parsed = parse_key(key)
-        except InvalidKey:
-            ignored.append(key)
-            continue
-        in_range = parsed.service == service and hour_of(start) <= parsed.hour < end
-        if in_range and parsed.kind == "events" and parsed.prefix == source.prefix and size:
-            keys.append(key)
+    keys, ignored = stored_keys(source, "events", [service], start, end, workers=workers)
 
     tables: list[pa.Table] = []
     if keys:

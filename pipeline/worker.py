@@ -16,10 +16,9 @@ import faust
 import uvicorn
 from mode import Service
 
-from pipeline.app import EgressApp, create_app, topic_specs
+from pipeline.app import EgressApp, create_app
 from pipeline.logs import configure_json_logging
 from pipeline.settings import WorkerSettings
-from pipeline.topics import ensure_topics
 
 __all__ = ["HttpService", "build_worker", "run_worker"]
 
@@ -135,8 +134,8 @@ def build_worker(settings: WorkerSettings) -> tuple[EgressApp, faust.Worker]:
 
 
 def run_worker(settings: WorkerSettings) -> None:
-    """Create the topics, then run the worker until SIGINT/SIGTERM."""
-    asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_specs(settings)))
+    """Run the worker until SIGINT/SIGTERM. The topics must exist: ``egresswatch worker``'s
+    start-up checks (:func:`pipeline.preflight.preflight`) create them, or say why not."""
     asyncio.set_event_loop(asyncio.new_event_loop())
     _, worker = build_worker(settings)
     worker.execute_from_commandline()

@@ -18,7 +18,6 @@ import contextlib
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from pipeline.campaign._ports import free_port
 from pipeline.campaign.incidents import IncidentTargets
 from pipeline.campaign.netns import LossyHost, available
 from pipeline.campaign.profile import Plan
@@ -70,7 +70,7 @@ class UpstreamPath:
             address = self.host.address
         else:
             self.host_missing = f"packet loss needs a network namespace: {reason}"
-        port = _UPSTREAM_PORT if self.host is not None else _free_port()
+        port = _UPSTREAM_PORT if self.host is not None else free_port()
         argv = [
             sys.executable,
             "-m",
@@ -104,7 +104,7 @@ class UpstreamPath:
             self.toxiproxy = self._stack.enter_context(
                 Toxiproxy(log_path=self.logs / "toxiproxy.log")
             )
-            listen = _free_port()
+            listen = free_port()
             self.toxiproxy.client.create_proxy(_PROXY, listen, f"{address}:{port}")
             self.caller_url = f"http://127.0.0.1:{listen}"
         else:
@@ -164,10 +164,3 @@ class UpstreamPath:
                 self.process.kill()
                 self.process.wait(10)
         self._stack.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from pipeline.campaign._ports import free_port
 from pipeline.campaign.display import LiveDisplay
 from pipeline.campaign.incidents import IncidentTargets
 from pipeline.campaign.network import UpstreamPath
@@ -107,7 +108,7 @@ class Topology:
         self._phase = "Prometheus"
         prometheus = Prometheus(
             self.settings.state / f"prometheus-{self.run_id}",
-            _free_port(),
+            free_port(),
             job="egresswatch-workers",
             targets=[f"127.0.0.1:{w.port}" for w in self.workers],
         )
@@ -159,7 +160,7 @@ class Topology:
             name = f"worker-{index + 1}"
             worker = worker_process(
                 name,
-                port=_free_port(),
+                port=free_port(),
                 bootstrap=self.kafka.bootstrap,
                 data_dir=self.settings.state / "workers" / self.run_id / name,
                 log=self.logs / f"{name}.log",
@@ -272,12 +273,3 @@ class Topology:
             "prometheus": provenance.prometheus_version(),
             **self.upstream.versions(),
         }
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

@@ -41,6 +41,8 @@ from typing import Any, Final, Self
 
 import httpx
 
+from pipeline.campaign._ports import free_port
+
 __all__ = [
     "BINARY",
     "TOXIC_KINDS",
@@ -266,7 +268,7 @@ class Toxiproxy:
         start_timeout_s: float = 10.0,
     ) -> None:
         self.binary = binary
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.api_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.start_timeout_s = start_timeout_s
@@ -364,9 +366,3 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
